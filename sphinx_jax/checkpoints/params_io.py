@@ -1,0 +1,187 @@
+"""Params-only checkpoints: `params/` (Orbax PyTree) + `config.json` (+ `tokenizer.model`).
+
+This is the layout `launch convert` writes and inference, mixing and export read. On disk every
+scanned stack (a subtree named `layers` whose leaves have a leading layer axis) is stored one
+layer per subtree (`layers/0`, `layers/1`, ...): writers stream layer by layer through Orbax
+partial saves (peak RAM about one layer), and readers restore each leaf straight into its
+sharding and stack on device. A directory appears only when complete (written aside, renamed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from orbax.checkpoint import v1 as ocp
+from orbax.checkpoint.experimental.v1 import partial as ocp_partial
+
+PARAMS_DIR = "params"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.model"
+STACK_KEY = "layers"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint directory is missing, incomplete or does not match the model."""
+
+
+def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
+          tokenizer: str | os.PathLike | None = None) -> Path:
+  """Write disk-layout `parts` (disjoint subtrees, saved one at a time) atomically to `dst`."""
+  dst = Path(dst)
+  if dst.exists():
+    raise CheckpointError(f"{dst}: already exists; refusing to overwrite")
+  dst.parent.mkdir(parents=True, exist_ok=True)
+  tmp = dst.parent / f".{dst.name}.partial-{uuid.uuid4().hex[:8]}"
+  try:
+    tmp.mkdir()
+    for part in parts:
+      ocp_partial.save(tmp / PARAMS_DIR, part)
+    ocp_partial.finalize(tmp / PARAMS_DIR)
+    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+      shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
+    tmp.rename(dst)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return dst
+
+
+def disk_parts(params: dict) -> Iterator[dict]:
+  """Split in-memory params into disk-layout parts: everything unstacked, then layer by layer."""
+  rest, stacks = _split_stacks(params)
+  yield rest
+  for path, stack in stacks:
+    n = jax.tree.leaves(stack)[0].shape[0]
+    for i in range(n):
+      yield _nest(path, {STACK_KEY: {str(i): jax.tree.map(lambda a: np.asarray(a[i]), stack)}})
+
+
+def read_config(src: str | os.PathLike) -> dict:
+  src = Path(src)
+  if not src.is_dir():
+    raise CheckpointError(f"{src}: checkpoint directory not found")
+  path = src / CONFIG_FILE
+  if not path.is_file():
+    raise CheckpointError(f"{path}: missing; is {src} a directory written by `launch convert`?")
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+
+
+def tokenizer_path(src: str | os.PathLike) -> Path | None:
+  path = Path(src) / TOKENIZER_FILE
+  return path if path.is_file() else None
+
+
+def load(src: str | os.PathLike, abstract: dict) -> dict:
+  """Restore params shaped like `abstract` (ShapeDtypeStructs with shardings, stacked layout).
+
+  `abstract` may be a subtree of what is stored (e.g. only {'llm': ...}). Dtypes are cast to the
+  abstract ones. A missing key or a shape mismatch is an error naming the key.
+  """
+  path = Path(src) / PARAMS_DIR
+  if not path.is_dir():
+    raise CheckpointError(f"{path}: missing params directory")
+  stored = _metadata(path)
+  disk_abstract = _to_disk_abstract(abstract)
+  _check_against(stored, disk_abstract, path)
+  ctx = ocp.Context()
+  ctx.pytree.loading.partial_load = True
+  with ctx:
+    restored = ocp.load_pytree(path, disk_abstract)
+  return _stack_like(restored, abstract)
+
+
+def stored_shapes(src: str | os.PathLike) -> dict:
+  """{key path: (shape, dtype)} of what a checkpoint holds, in disk layout."""
+  return _metadata(Path(src) / PARAMS_DIR)
+
+
+def _metadata(path: Path) -> dict:
+  tree = ocp.pytree_metadata(path).metadata
+  flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return {_keystr(p): (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat}
+
+
+def _check_against(stored: dict, disk_abstract: dict, path: Path) -> None:
+  for p, leaf in jax.tree_util.tree_flatten_with_path(disk_abstract)[0]:
+    key = _keystr(p)
+    if key not in stored:
+      raise CheckpointError(f"{path}: no parameter {key!r}")
+    if stored[key][0] != tuple(leaf.shape):
+      raise CheckpointError(f"{path}: parameter {key!r} has shape {stored[key][0]}, "
+                            f"the model expects {tuple(leaf.shape)}")
+
+
+def _keystr(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def _split_stacks(tree: dict, path: tuple = ()) -> tuple[dict, list]:
+  rest, stacks = {}, []
+  for key, value in tree.items():
+    if key == STACK_KEY and isinstance(value, dict):
+      stacks.append((path, value))
+    elif isinstance(value, dict):
+      sub_rest, sub_stacks = _split_stacks(value, path + (key,))
+      if sub_rest:
+        rest[key] = sub_rest
+      stacks += sub_stacks
+    else:
+      rest[key] = value
+  return rest, stacks
+
+
+def _nest(path: tuple, value: dict) -> dict:
+  for key in reversed(path):
+    value = {key: value}
+  return value
+
+
+def _layer_abstract(leaf: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+  sharding = leaf.sharding
+  if isinstance(sharding, NamedSharding):
+    sharding = NamedSharding(sharding.mesh, PartitionSpec(*sharding.spec[1:]))
+  return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype, sharding=sharding)
+
+
+def _to_disk_abstract(tree: dict) -> dict:
+  out = {}
+  for key, value in tree.items():
+    if key == STACK_KEY and isinstance(value, dict):
+      n = jax.tree.leaves(value)[0].shape[0]
+      out[key] = {str(i): jax.tree.map(_layer_abstract, value) for i in range(n)}
+    elif isinstance(value, dict):
+      out[key] = _to_disk_abstract(value)
+    else:
+      out[key] = value
+  return out
+
+
+def _stack_like(restored: dict, abstract: dict) -> dict:
+  out = {}
+  for key, value in abstract.items():
+    if key == STACK_KEY and isinstance(value, dict):
+      layers = [restored[key][str(i)] for i in range(len(restored[key]))]
+      out[key] = jax.tree.map(lambda a, *xs: _stack(xs, a.sharding), value, *layers)
+    elif isinstance(value, dict):
+      out[key] = _stack_like(restored[key], value)
+    else:
+      out[key] = restored[key]
+  return out
+
+
+def _stack(arrays: tuple, sharding) -> jax.Array:
+  stacked = jax.jit(lambda *xs: jax.numpy.stack(xs), out_shardings=sharding)(*arrays)
+  for a in arrays:
+    a.delete()
+  return stacked

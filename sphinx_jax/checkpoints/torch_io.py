@@ -1,0 +1,129 @@
+"""Reading PyTorch checkpoints tensor by tensor: mmap'd `.pth` shards and safetensors files.
+
+torch is imported lazily: only conversion needs it.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+import ml_dtypes
+import numpy as np
+
+
+class ConversionError(ValueError):
+  """A source checkpoint is unreadable or disagrees with its config; names the file and key."""
+
+
+def _torch():
+  try:
+    import torch
+  except ImportError:
+    raise ConversionError("converting PyTorch checkpoints needs torch: "
+                          "pip install -r requirements-test.txt") from None
+  return torch
+
+
+def to_numpy(tensor) -> np.ndarray:
+  """torch tensor -> numpy array of the same dtype (bfloat16 through ml_dtypes)."""
+  torch = _torch()
+  tensor = tensor.detach().cpu().contiguous()
+  if tensor.dtype == torch.bfloat16:
+    return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+  return tensor.numpy()
+
+
+def load_pth(path: Path, unwrap: str | None = None) -> dict:
+  """mmap a `.pth` state dict (nothing is read until a tensor is touched)."""
+  torch = _torch()
+  try:
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+  except Exception as e:  # torch raises RuntimeError, pickle errors, EOFError, ...
+    raise ConversionError(f"{path}: cannot read PyTorch checkpoint ({type(e).__name__}: {e})") \
+        from None
+  if unwrap is not None:
+    if not isinstance(state, dict) or unwrap not in state:
+      raise ConversionError(f"{path}: expected a dict with key {unwrap!r}")
+    state = state[unwrap]
+  return state
+
+
+class ShardedStateDict:
+  """Model-parallel `.pth` shards read as one state dict, tensor by tensor.
+
+  `split_dim(key)` gives the dimension a key is split along across shards, or None for weights
+  replicated on every shard (read from shard 0).
+  """
+
+  def __init__(self, files: Sequence[Path], split_dim: Callable[[str], int | None],
+               unwrap: str | None = None):
+    if not files:
+      raise ConversionError("no checkpoint shards given")
+    self.files = list(files)
+    self.shards = [load_pth(f, unwrap) for f in self.files]
+    self.split_dim = split_dim
+
+  def keys(self) -> list[str]:
+    return list(self.shards[0].keys())
+
+  def get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    for f, shard in zip(self.files, self.shards):
+      if key not in shard:
+        raise ConversionError(f"{f}: missing key {key!r}")
+    dim = self.split_dim(key)
+    if dim is None or len(self.shards) == 1:
+      array = to_numpy(self.shards[0][key])
+    else:
+      array = np.concatenate([to_numpy(s[key]) for s in self.shards], axis=dim)
+    if shape is not None and tuple(array.shape) != tuple(shape):
+      raise ConversionError(f"{self.files[0].parent}: key {key!r} has shape {tuple(array.shape)} "
+                            f"(merged over {len(self.files)} shard(s)), but the config implies "
+                            f"{tuple(shape)}")
+    return array
+
+
+class SafetensorsStateDict:
+  """HF safetensors checkpoint (single file or index + shards), tensor by tensor."""
+
+  def __init__(self, src: Path):
+    from safetensors import safe_open
+    index = src / "model.safetensors.index.json"
+    if index.is_file():
+      weight_map = json.loads(index.read_text())["weight_map"]
+      files = sorted(set(weight_map.values()))
+    elif (src / "model.safetensors").is_file():
+      files = ["model.safetensors"]
+    else:
+      raise ConversionError(f"{src}: no model.safetensors or model.safetensors.index.json")
+    _torch()
+    self.handles, self.where = {}, {}
+    for name in files:
+      try:
+        handle = safe_open(str(src / name), framework="pt")
+      except Exception as e:
+        raise ConversionError(f"{src / name}: cannot read safetensors ({e})") from None
+      self.handles[name] = handle
+      for key in handle.keys():
+        self.where[key] = name
+    self.src = src
+
+  def keys(self) -> list[str]:
+    return list(self.where)
+
+  def get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    if key not in self.where:
+      raise ConversionError(f"{self.src}: missing key {key!r}")
+    array = to_numpy(self.handles[self.where[key]].get_tensor(key))
+    if shape is not None and tuple(array.shape) != tuple(shape):
+      raise ConversionError(f"{self.src / self.where[key]}: key {key!r} has shape "
+                            f"{tuple(array.shape)}, but config.json implies {tuple(shape)}")
+    return array
+
+
+def shard_files(src: Path, pattern: str) -> list[Path]:
+  """Files in `src` whose name matches `pattern` (a regex with one group: the shard number)."""
+  found = sorted((int(m.group(1)), p) for p in src.iterdir()
+                 if (m := re.fullmatch(pattern, p.name)))
+  return [p for _, p in found]

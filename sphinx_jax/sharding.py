@@ -1,0 +1,126 @@
+"""Device mesh, the one logical-axis rules table, and initialisation straight into shardings.
+
+Every parameter and key activation carries logical axis names; `LOGICAL_RULES` is the only
+place that maps them to the mesh axes ('data', 'fsdp', 'tensor').
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis name -> mesh axes. Parameters are sharded FSDP-style on their 'embed' dim and
+# Megatron-style on heads / mlp / vocab; activations shard their batch over data and fsdp.
+LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
+    # parameters
+    ("embed", "fsdp"),
+    ("vocab", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("head_dim", None),
+    ("layers", None),
+    # activations
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+    ("cache_length", None),
+    # vision towers (rows may be added here: one table for the whole project)
+    ("conv_spatial", None),
+    ("conv_in", None),
+    ("queries", None),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Mesh shape; one axis may be -1 to take the devices the others leave."""
+
+  data: int = 1
+  fsdp: int = -1
+  tensor: int = 1
+
+  def resolve(self, n_devices: int) -> tuple[int, int, int]:
+    shape = [self.data, self.fsdp, self.tensor]
+    if shape.count(-1) > 1:
+      raise ValueError(f"mesh {tuple(shape)}: at most one axis may be -1")
+    if any(s == 0 or s < -1 for s in shape):
+      raise ValueError(f"mesh {tuple(shape)}: sizes must be positive or -1")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+      if n_devices % known:
+        raise ValueError(f"mesh {tuple(shape)} does not fit {n_devices} devices: "
+                         f"{n_devices} is not a multiple of {known}")
+      shape[shape.index(-1)] = n_devices // known
+    if math.prod(shape) != n_devices:
+      raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
+                       f"but {n_devices} are available")
+    return tuple(shape)
+
+
+def make_mesh(config: MeshConfig = MeshConfig(), devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  shape = config.resolve(len(devices))
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def logical_sharding(logical_specs: Any, mesh: Mesh) -> Any:
+  """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`."""
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_RULES)
+
+
+def check_divisible(abstract: Any, shardings: Any) -> None:
+  """Raise naming the first leaf whose dimension does not divide its mesh axes."""
+  flat_abs = jax.tree_util.tree_flatten_with_path(abstract)[0]
+  flat_shard = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  for (path, leaf), sharding in zip(flat_abs, flat_shard):
+    for dim, axes in enumerate(sharding.spec):
+      if axes is None:
+        continue
+      axes = (axes,) if isinstance(axes, str) else axes
+      size = math.prod(sharding.mesh.shape[a] for a in axes)
+      if leaf.shape[dim] % size:
+        raise ValueError(f"{jax.tree_util.keystr(path)}: dimension {dim} of shape {leaf.shape} "
+                         f"is not divisible by mesh axes {axes} of size {size}")
+
+
+def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, *args) -> tuple[Any, Any]:
+  """Run a Flax `init_fn(*args)` straight into its shardings; returns (params, shardings).
+
+  Shapes come from `jax.eval_shape`, so the model is never materialised whole on one device.
+  Returned params are unboxed plain dicts.
+  """
+  _, shardings = param_shardings(init_fn, mesh, *args)
+  params = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+  return params, shardings
+
+
+def param_shardings(init_fn: Callable[..., Any], mesh: Mesh, *args) -> tuple[Any, Any]:
+  """Abstract params (ShapeDtypeStructs carrying shardings) and the shardings themselves."""
+  boxed = jax.eval_shape(init_fn, *args)
+  shardings = logical_sharding(nn.get_partition_spec(boxed), mesh)
+  abstract = nn.unbox(boxed)
+  check_divisible(abstract, shardings)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  return abstract, shardings
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Shard axis 0 over ('data', 'fsdp'), the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
