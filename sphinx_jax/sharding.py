@@ -5,6 +5,7 @@ place that maps them to the mesh axes ('data', 'fsdp', 'tensor').
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any, Callable
@@ -124,3 +125,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Shard axis 0 over ('data', 'fsdp'), the rest replicated."""
   return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh):
+  """Context for tracing sharded code: the mesh plus the logical-axis rules."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES):
+    yield
+
+
+def batch_multiple(mesh: Mesh) -> int:
+  """Batch sizes must be multiples of this to shard over ('data', 'fsdp')."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]

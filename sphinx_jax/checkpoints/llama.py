@@ -97,10 +97,6 @@ def meta_config(params_json: Path, vocab_size: int, dtype: str) -> LlamaConfig:
     raise ConversionError(f"{params_json}: missing field {e}") from None
 
 
-def _dtype_name(array: np.ndarray, requested: str | None) -> str:
-  return requested or str(array.dtype)
-
-
 def convert_meta(src: Path, dst: Path, dtype: str | None = None,
                  tokenizer: Path | None = None) -> Path:
   """Meta LLaMA-2 directory -> params checkpoint. Shards are merged per weight, layer by layer."""
@@ -108,10 +104,9 @@ def convert_meta(src: Path, dst: Path, dtype: str | None = None,
   if not files:
     raise ConversionError(f"{src}: no consolidated.NN.pth files")
   state = ShardedStateDict(files, meta_split_dim)
-  embed = state.get("tok_embeddings.weight")
-  dtype = _dtype_name(embed, dtype)
-  cfg = meta_config(src / "params.json", embed.shape[0], dtype)
-  del embed
+  (vocab_size, _), src_dtype = state.shard0_info("tok_embeddings.weight")
+  dtype = dtype or src_dtype
+  cfg = meta_config(src / "params.json", vocab_size, dtype)
   parts = llm_parts(state.get, cfg, dtype=dtype)
   return params_io.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
                          tokenizer or _find_tokenizer(src))
@@ -179,7 +174,7 @@ def convert_hf(src: Path, dst: Path, dtype: str | None = None,
   except (OSError, json.JSONDecodeError) as e:
     raise ConversionError(f"{config_path}: cannot read ({e})") from None
   state = SafetensorsStateDict(src)
-  dtype = dtype or str(state.get("model.embed_tokens.weight").dtype)
+  dtype = dtype or state.dtype_name("model.embed_tokens.weight")
   cfg = hf_config(hf, dtype)
   tied = hf.get("tie_word_embeddings", False) or "lm_head.weight" not in state.keys()
   parts = llm_parts(hf_getter(state.get, cfg, tied), cfg, dtype=dtype)

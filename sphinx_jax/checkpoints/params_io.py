@@ -64,6 +64,35 @@ def disk_parts(params: dict) -> Iterator[dict]:
       yield _nest(path, {STACK_KEY: {str(i): jax.tree.map(lambda a: np.asarray(a[i]), stack)}})
 
 
+def assemble(parts: Iterable[dict]) -> dict:
+  """In-memory params from disk-layout parts (the inverse of `disk_parts`), on the host."""
+  merged: dict = {}
+  for part in parts:
+    _merge(merged, part)
+  return _stack_host(merged)
+
+
+def _merge(into: dict, part: dict) -> None:
+  for key, value in part.items():
+    if isinstance(value, dict):
+      _merge(into.setdefault(key, {}), value)
+    else:
+      into[key] = value
+
+
+def _stack_host(tree: dict) -> dict:
+  out = {}
+  for key, value in tree.items():
+    if key == STACK_KEY and isinstance(value, dict):
+      layers = [value[str(i)] for i in range(len(value))]
+      out[key] = jax.tree.map(lambda *xs: np.stack(xs), *layers)
+    elif isinstance(value, dict):
+      out[key] = _stack_host(value)
+    else:
+      out[key] = value
+  return out
+
+
 def read_config(src: str | os.PathLike) -> dict:
   src = Path(src)
   if not src.is_dir():

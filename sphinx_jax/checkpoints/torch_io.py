@@ -68,6 +68,13 @@ class ShardedStateDict:
   def keys(self) -> list[str]:
     return list(self.shards[0].keys())
 
+  def shard0_info(self, key: str) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype name of a key on shard 0, without reading its data."""
+    if key not in self.shards[0]:
+      raise ConversionError(f"{self.files[0]}: missing key {key!r}")
+    tensor = self.shards[0][key]
+    return tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")
+
   def get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     for f, shard in zip(self.files, self.shards):
       if key not in shard:
@@ -111,6 +118,12 @@ class SafetensorsStateDict:
 
   def keys(self) -> list[str]:
     return list(self.where)
+
+  def dtype_name(self, key: str) -> str:
+    if key not in self.where:
+      raise ConversionError(f"{self.src}: missing key {key!r}")
+    names = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
+    return names[self.handles[self.where[key]].get_slice(key).get_dtype()]
 
   def get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     if key not in self.where:

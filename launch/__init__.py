@@ -1,0 +1,1 @@
+"""`python -m launch <command>`: the command line of sphinx-jax."""

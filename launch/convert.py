@@ -1,0 +1,24 @@
+"""`convert meta|hf --src DIR --dst DIR`: PyTorch checkpoints -> params checkpoint."""
+import argparse
+from pathlib import Path
+
+HELP = "convert Meta / HF LLaMA checkpoints into a sphinx-jax params checkpoint"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("format", choices=("meta", "hf"),
+                      help="meta: consolidated.NN.pth + params.json; hf: config.json + safetensors")
+  parser.add_argument("--src", type=Path, required=True, help="source checkpoint directory")
+  parser.add_argument("--dst", type=Path, required=True, help="output directory (must not exist)")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                      help="parameter dtype to store (default: the source's)")
+  parser.add_argument("--tokenizer", type=Path, default=None,
+                      help="tokenizer.model (default: found in --src or its parent)")
+
+
+def run(args: argparse.Namespace) -> int:
+  from sphinx_jax.checkpoints import llama
+  convert = {"meta": llama.convert_meta, "hf": llama.convert_hf}[args.format]
+  dst = convert(args.src, args.dst, dtype=args.dtype, tokenizer=args.tokenizer)
+  print(f"wrote {dst}")
+  return 0
