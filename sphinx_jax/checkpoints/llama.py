@@ -103,7 +103,7 @@ def convert_meta(src: Path, dst: Path, dtype: str | None = None,
   files = shard_files(src, r"consolidated\.(\d+)\.pth")
   if not files:
     raise ConversionError(f"{src}: no consolidated.NN.pth files")
-  state = ShardedStateDict(files, meta_split_dim)
+  state = ShardedStateDict(files, meta_split_dim, config_source=str(src / "params.json"))
   (vocab_size, _), src_dtype = state.shard0_info("tok_embeddings.weight")
   dtype = dtype or src_dtype
   cfg = meta_config(src / "params.json", vocab_size, dtype)

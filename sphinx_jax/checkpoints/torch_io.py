@@ -58,12 +58,13 @@ class ShardedStateDict:
   """
 
   def __init__(self, files: Sequence[Path], split_dim: Callable[[str], int | None],
-               unwrap: str | None = None):
+               unwrap: str | None = None, config_source: str = "the config"):
     if not files:
       raise ConversionError("no checkpoint shards given")
     self.files = list(files)
     self.shards = [load_pth(f, unwrap) for f in self.files]
     self.split_dim = split_dim
+    self.config_source = config_source
 
   def keys(self) -> list[str]:
     return list(self.shards[0].keys())
@@ -85,9 +86,9 @@ class ShardedStateDict:
     else:
       array = np.concatenate([to_numpy(s[key]) for s in self.shards], axis=dim)
     if shape is not None and tuple(array.shape) != tuple(shape):
+      names = ", ".join(f.name for f in self.files)
       raise ConversionError(f"{self.files[0].parent}: key {key!r} has shape {tuple(array.shape)} "
-                            f"(merged over {len(self.files)} shard(s)), but the config implies "
-                            f"{tuple(shape)}")
+                            f"in {names}, but {self.config_source} implies {tuple(shape)}")
     return array
 
 
