@@ -1,0 +1,115 @@
+"""LLaMA throughput against HF PyTorch, in the same run on the same machine.
+
+Measures a ~110M-parameter decoder (fp32): training step (forward + backward) tokens/s, and
+greedy decoding tokens/s at batch 1 and 8; prints JAX/PyTorch ratios and the MFU of the training
+step against this machine's measured matmul peak.
+
+  python bench/llama.py [--steps 5] [--seq 256] [--batch 4] [--new-tokens 32]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import torch  # noqa: E402
+
+from sphinx_jax import LanguageModel  # noqa: E402
+from sphinx_jax import sharding  # noqa: E402
+from sphinx_jax.models.llama import Llama  # noqa: E402
+from tests import llama_refs  # noqa: E402
+
+DIM, LAYERS, HEADS, VOCAB, FFN = 768, 12, 12, 16000, 2048
+
+
+def timed(fn, repeats: int) -> float:
+  """Best-of-`repeats` seconds of fn() (after one warm-up call)."""
+  fn()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def matmul_peak(n: int = 2048) -> float:
+  """FLOP/s of a large fp32 matmul in XLA: the machine's practical peak."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  seconds = timed(lambda: f(a).block_until_ready(), 5)
+  return 2 * n ** 3 / seconds
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--batch", type=int, default=4)
+  parser.add_argument("--new-tokens", type=int, default=32)
+  args = parser.parse_args()
+  torch.set_num_threads(os.cpu_count())
+
+  hf = llama_refs.hf_llama(kv_heads=HEADS, layers=LAYERS, vocab=VOCAB, dim=DIM, heads=HEADS,
+                           ffn=FFN)
+  cfg, params = llama_refs.our_params(hf)
+  n_params = sum(p.numel() for p in hf.parameters())
+  mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
+  lm = LanguageModel(cfg, jax.device_put(params, jax.devices()[0]), mesh=mesh)
+  print(f"model: {n_params / 1e6:.0f}M params, dim {DIM}, {LAYERS} layers, vocab {VOCAB}; "
+        f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.devices()[0].platform}), "
+        f"torch {torch.__version__}")
+
+  # Training step: forward + backward of the next-token loss.
+  tokens = np.random.default_rng(0).integers(0, VOCAB, (args.batch, args.seq)).astype(np.int32)
+
+  def loss(p, t):
+    logits, _ = Llama(cfg).apply(p, t)
+    return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], t[:, 1:]).mean()
+
+  grad_fn = jax.jit(jax.value_and_grad(loss))
+  jt = jnp.asarray(tokens)
+  jax_train = timed(lambda: jax.block_until_ready(grad_fn(lm.params, jt)), args.steps)
+  tt = torch.as_tensor(tokens, dtype=torch.long)
+
+  def torch_step():
+    hf.zero_grad(set_to_none=True)
+    hf(tt, labels=tt).loss.backward()
+
+  torch_train = timed(torch_step, args.steps)
+  n_tokens = args.batch * args.seq
+  flops = 6 * n_params * n_tokens + 12 * LAYERS * DIM * args.seq * n_tokens  # + attention
+  peak = matmul_peak()
+
+  # Greedy decoding.
+  rows = {}
+  for batch in (1, 8):
+    prompts = [[1] + list(range(10 + i, 40 + i)) for i in range(batch)]
+    new = args.new_tokens
+    jax_s = timed(lambda: lm.generate_ids(prompts, max_new_tokens=new, eos_id=None), 2)
+    input_ids = torch.tensor(prompts)
+    with torch.no_grad():
+      torch_s = timed(lambda: hf.generate(input_ids, max_new_tokens=new, min_new_tokens=new,
+                                          do_sample=False, eos_token_id=None, pad_token_id=0), 2)
+    rows[batch] = (batch * new / jax_s, batch * new / torch_s)
+
+  print(f"\nmeasured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+  print(f"{'workload':<28}{'JAX tok/s':>12}{'PyTorch tok/s':>15}{'JAX/PyTorch':>13}")
+  print(f"{'train step (fwd+bwd)':<28}{n_tokens / jax_train:>12.0f}{n_tokens / torch_train:>15.0f}"
+        f"{torch_train / jax_train:>13.2f}")
+  for batch, (j, t) in rows.items():
+    print(f"{f'greedy decode, batch {batch}':<28}{j:>12.1f}{t:>15.1f}{j / t:>13.2f}")
+  print(f"\ntrain step MFU (JAX): {flops / jax_train / peak:.1%}; "
+        f"(PyTorch: {flops / torch_train / peak:.1%})")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,209 @@
+"""Image operations against the reference's own computations: torch F.interpolate and PIL."""
+import jax
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sphinx_jax.data.image import VIEW_PLANS, make_views, pad_to_square, preprocess
+from sphinx_jax.models.vision.normalize import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
+                                                clip_to_imagenet)
+from sphinx_jax.models.vision.resize import bicubic_resize, nearest_resize
+
+RNG = np.random.default_rng(0)
+
+
+def _images(n, h, w, c=3):
+  return RNG.standard_normal((n, h, w, c)).astype(np.float32) * 2
+
+
+def _torch(fn, x, dtype=torch.float32):
+  """Run a torch NCHW op on NHWC numpy pixels; the result back as float32 NHWC numpy."""
+  out = fn(torch.from_numpy(x).permute(0, 3, 1, 2).to(dtype))
+  return out.float().permute(0, 2, 3, 1).numpy()
+
+
+def _max_diff(a, b):
+  assert a.shape == b.shape, (a.shape, b.shape)
+  return float(np.max(np.abs(np.asarray(a, np.float32) - b)))
+
+
+def _half_mismatches(got, want):
+  """How many values differ from torch's fp16 result; each may differ by one float16 ulp at most.
+
+  Bit equality holds with this torch build; builds that fuse multiply-adds differently may flip a
+  rare float16 rounding.
+  """
+  got = np.asarray(got, np.float32)
+  ulp = np.spacing(np.abs(want).astype(np.float16)).astype(np.float32)
+  assert np.all(np.abs(got - want) <= ulp), _max_diff(got, want)
+  mismatches = int(np.sum(got != want))
+  assert mismatches <= 1e-4 * got.size, mismatches
+  return mismatches
+
+
+BICUBIC_CASES = [  # (in_hw, out_hw, scale_factor or None)
+    ((448, 448), (224, 224), None),
+    ((224, 224), (256, 256), None),
+    ((37, 37), (16, 16), (16.1 / 37, 16.1 / 37)),
+    ((37, 37), (16, 16), None),
+    ((30, 50), (45, 20), None),
+    ((13, 7), (29, 31), None),
+    ((20, 30), (50, 12), (2.5, 0.4)),
+    ((1024, 1024), (448, 448), None),
+]
+
+
+@pytest.mark.parametrize("in_hw,out_hw,scale", BICUBIC_CASES)
+def test_bicubic_matches_torch(in_hw, out_hw, scale):
+  x = _images(2, *in_hw)
+  kwargs = dict(scale_factor=scale) if scale else dict(size=out_hw)
+  want = _torch(lambda t: F.interpolate(t, mode="bicubic", align_corners=False, antialias=False,
+                                        **kwargs), x)
+  got = bicubic_resize(x, out_hw, scale_factor=scale)
+  diff = _max_diff(got, want)
+  print(f"bicubic {in_hw}->{out_hw} scale={scale}: max diff {diff:.2e}")
+  assert diff < 1e-5
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [
+    ((224, 224), (256, 256)), ((224, 224), (448, 448)), ((512, 512), (512, 512)),
+    ((30, 50), (45, 20)), ((7, 11), (3, 5)), ((100, 100), (37, 61))])
+def test_nearest_matches_torch(in_hw, out_hw):
+  x = _images(2, *in_hw)
+  want = _torch(lambda t: F.interpolate(t, size=out_hw, mode="nearest"), x)
+  got = nearest_resize(x, out_hw)
+  print(f"nearest {in_hw}->{out_hw}: max diff {_max_diff(got, want):.2e}")
+  np.testing.assert_array_equal(np.asarray(got), want)
+
+
+@pytest.mark.parametrize("in_hw,out_hw,scale", BICUBIC_CASES[:4] + BICUBIC_CASES[-1:])
+def test_half_bicubic_matches_torch_half(in_hw, out_hw, scale):
+  x = _images(1, *in_hw)
+  kwargs = dict(scale_factor=scale) if scale else dict(size=out_hw)
+  want = _torch(lambda t: F.interpolate(t, mode="bicubic", **kwargs), x, torch.float16)
+  got = bicubic_resize(x, out_hw, scale_factor=scale, half=True)
+  print(f"half bicubic {in_hw}->{out_hw}: max diff {_max_diff(got, want):.2e}, "
+        f"{_half_mismatches(got, want)}/{got.size} values differ")
+  nearest = _torch(lambda t: F.interpolate(t, size=(256, 256)), x[:, :224, :224], torch.float16)
+  np.testing.assert_array_equal(np.asarray(nearest_resize(x[:, :224, :224], 256, half=True)),
+                                nearest)
+
+
+def test_clip_to_imagenet_matches_reference():
+  x = _images(1, 4, 5)
+  view = lambda v: torch.tensor(v).view(3, 1, 1)  # noqa: E731
+  cm, cs, dm, ds = map(view, (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD))
+  want = _torch(lambda t: (t * cs + cm - dm) / ds, x)
+  light = _torch(lambda t: t * (cs / ds) + (cm - dm) / ds, x)
+  got = clip_to_imagenet(x)
+  print(f"clip_to_imagenet: max diff {_max_diff(got, want):.2e}, "
+        f"vs the light variants' folded form {_max_diff(got, light):.2e}")
+  assert _max_diff(got, want) < 1e-6
+
+
+def _reference_transform(image, size):
+  """accessory/data/transform.py padded_resize, written out (torchvision steps in torch)."""
+  image = image.convert("RGB")
+  w, h = image.size
+  bg = tuple(int(x * 255) for x in CLIP_MEAN)
+  if w > h:
+    square = Image.new(image.mode, (w, w), bg)
+    square.paste(image, (0, (w - h) // 2))
+  elif h > w:
+    square = Image.new(image.mode, (h, h), bg)
+    square.paste(image, ((h - w) // 2, 0))
+  else:
+    square = image
+  if square.size != (size, size):
+    square = square.resize((size, size), Image.BICUBIC)
+  t = torch.from_numpy(np.array(square)).permute(2, 0, 1).float().div(255)
+  t = (t - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+  return t.permute(1, 2, 0).numpy(), square
+
+
+def _pil(w, h, mode):
+  channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+  pixels = RNG.integers(0, 256, (h, w, channels), dtype=np.uint8)
+  return Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode)
+
+
+@pytest.mark.parametrize("w,h,mode,size", [
+    (301, 200, "RGB", 224),   # landscape, odd difference
+    (200, 300, "RGB", 448),   # portrait, even difference
+    (57, 64, "RGBA", 224),    # portrait, odd difference, upsampling, alpha dropped
+    (90, 41, "L", 672),       # grayscale, landscape, odd difference
+    (224, 224, "RGB", 224),   # already the target size
+    (224, 181, "RGB", 224),   # padding only: offsets seen without a resize
+    (1100, 1000, "RGB", 1024),
+])
+def test_preprocess_matches_pil_pipeline(w, h, mode, size):
+  image = _pil(w, h, mode)
+  want, square = _reference_transform(image, size)
+  got = preprocess(image, size)
+  assert got.dtype == np.float32 and got.shape == (size, size, 3)
+  print(f"preprocess {mode} {w}x{h}->{size}: max diff {_max_diff(got, want):.2e}")
+  np.testing.assert_array_equal(got, want)
+  padded = pad_to_square(image.convert("RGB"))
+  assert padded.size == (max(w, h),) * 2
+  if w != h:
+    assert padded.getpixel((0, 0)) == (122, 116, 104)
+    assert padded.getpixel((max(w, h) - 1, max(w, h) - 1)) == (122, 116, 104)
+
+
+def _reference_views(image, name):
+  """The reference encode_image tiling (llama_ens*.py), on one NHWC image, in torch."""
+  img = torch.from_numpy(image).permute(2, 0, 1)[None]
+  half_bicubic = lambda t, s: F.interpolate(t.half(), size=(s, s), mode="bicubic").to(t)  # noqa
+  half_nearest = lambda t, s: F.interpolate(t.half(), size=(s, s)).to(t)  # noqa: E731
+  if name == "sphinx":
+    vit = img
+    convnext = half_nearest(vit, 256)
+  elif name in ("sphinx_1k", "sphinx_2k"):
+    parts = [img[..., y:y + 224, x:x + 224] for y in range(0, img.shape[-2], 224)
+             for x in range(0, img.shape[-1], 224)]
+    vit = torch.cat([half_bicubic(img, 224)] + parts, dim=0)
+    convnext = half_nearest(vit, 256)
+  elif name == "sphinx_tiny":
+    vit = half_bicubic(img, 224)
+    convnext = half_nearest(img, 512)
+  else:  # sphinx_tiny_1k
+    i448 = half_bicubic(img, 448)
+    vit = torch.stack([half_bicubic(img, 224), i448[..., :224, :224], i448[..., :224, 224:],
+                       i448[..., 224:, :224], i448[..., 224:, 224:]], dim=1)[0]
+    convnext = torch.stack([half_bicubic(img, 512), img[..., :512, :512], img[..., :512, 512:],
+                            img[..., 512:, :512], img[..., 512:, 512:]], dim=1)[0]
+  return {"vit": vit.permute(0, 2, 3, 1).numpy(), "convnext": convnext.permute(0, 2, 3, 1).numpy()}
+
+
+@pytest.mark.parametrize("name,shapes", [
+    ("sphinx", ((1, 224), (1, 256))),
+    ("sphinx_1k", ((5, 224), (5, 256))),
+    ("sphinx_2k", ((10, 224), (10, 256))),
+    ("sphinx_tiny", ((1, 224), (1, 512))),
+    ("sphinx_tiny_1k", ((5, 224), (5, 512))),
+])
+def test_views_match_reference_tiling(name, shapes):
+  plan = VIEW_PLANS[name]
+  image = _images(1, plan.image_size, plan.image_size)[0]
+  got = jax.jit(make_views, static_argnums=1)(image, plan)
+  want = _reference_views(image, name)
+  for tower, (v, s) in zip(("vit", "convnext"), shapes):
+    assert got[tower].shape == (v, s, s, 3) and plan.num_views == v
+    assert getattr(plan, tower).input_side == s
+    print(f"{name} {tower}: max diff {_max_diff(got[tower], want[tower]):.2e}, "
+          f"{_half_mismatches(got[tower], want[tower])} values differ")
+
+
+def test_views_keep_leading_axes_and_check_shape():
+  plan = VIEW_PLANS["sphinx_1k"]
+  batch = _images(2, 448, 448)
+  views = make_views(batch, plan)
+  assert views["vit"].shape == (2, 5, 224, 224, 3)
+  assert views["convnext"].shape == (2, 5, 256, 256, 3)
+  single = jax.jit(make_views, static_argnums=1)(batch[1], plan)
+  for tower in views:
+    np.testing.assert_array_equal(np.asarray(views[tower][1]), np.asarray(single[tower]))
+  with pytest.raises(ValueError, match="448, 448, 3"):
+    make_views(batch[:, :224], plan)
