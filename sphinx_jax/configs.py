@@ -92,3 +92,183 @@ def llm_preset(name: str, **overrides: Any) -> LlamaConfig:
   if name not in LLM_PRESETS:
     raise KeyError(f"unknown LLM preset {name!r}; known: {sorted(LLM_PRESETS)}")
   return LLM_PRESETS[name].replace(**overrides)
+
+
+# =============================================================================================
+# Vision towers: SPHINX's frozen encoders (reference/sphinx_accessory.md §1.1). One dataclass per
+# network family; the released towers are presets.
+
+VIT_ACTS = ("gelu", "quick_gelu", "swiglu")
+
+
+class _TowerConfig:
+  """replace / to_dict / from_dict shared by the tower configs (lists from JSON become tuples)."""
+
+  def replace(self, **changes: Any):
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]):
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+  def _check_common(self):
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
+    if getattr(self, "attention", "xla") not in ATTENTION_IMPLS:
+      raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_IMPLS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig(_TowerConfig):
+  """One pre-norm ViT for CLIP ViT-L/14, DINOv2 and BLIP-2's EVA ViT-g; variants are fields.
+
+  The output is the final LayerNorm over all tokens [cls, patches]: CLIP's ln_post (no `proj`),
+  DINOv2's norm, BLIP-2's post_layernorm. Position embeddings are stored for the grid of
+  `image_size` (DINOv2's 37x37 are resized to it once, at conversion).
+  """
+
+  image_size: int = 224
+  patch_size: int = 14
+  width: int = 1024
+  depth: int = 24
+  n_heads: int = 16
+  mlp_dim: int = 4096  # FFN hidden width; for swiglu, that of each of the gate and up projections
+  act: str = "gelu"  # one of VIT_ACTS
+  norm_eps: float = 1e-5
+  patch_bias: bool = False  # CLIP's conv1 has no bias; DINOv2's and EVA's patch convs have one
+  pre_norm: bool = True  # CLIP's ln_pre before the blocks
+  layerscale: bool = False  # DINOv2: learned per-channel scales on both residual branches
+  in_channels: int = 3
+  param_dtype: str = "float32"
+  dtype: str = "float32"
+  remat_policy: str = "none"
+  attention: str = "xla"
+
+  def __post_init__(self):
+    if self.width % self.n_heads:
+      raise ValueError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
+    if self.image_size % self.patch_size:
+      raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.patch_size}")
+    if self.act not in VIT_ACTS:
+      raise ValueError(f"act {self.act!r} is not one of {VIT_ACTS}")
+    self._check_common()
+
+  @property
+  def grid(self) -> int:
+    return self.image_size // self.patch_size
+
+  @property
+  def n_tokens(self) -> int:
+    return self.grid * self.grid + 1
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.n_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvNextConfig(_TowerConfig):
+  """ConvNeXt (timm / HF names); the output is the last stage's map after the head norm, NHWC."""
+
+  depths: tuple[int, ...] = (3, 4, 30, 3)
+  dims: tuple[int, ...] = (384, 768, 1536, 3072)
+  patch_size: int = 4  # stem: patch_size x patch_size conv, stride patch_size
+  kernel_size: int = 7  # depthwise conv
+  mlp_ratio: int = 4
+  norm_eps: float = 1e-5  # stem, downsample and block norms (timm: norm_eps; HF: 1e-6 fixed)
+  head_norm_eps: float = 1e-5  # timm head.norm: norm_eps; HF ConvNextModel.layernorm: config eps
+  layerscale: bool = True
+  in_channels: int = 3
+  param_dtype: str = "float32"
+  dtype: str = "float32"
+  remat_policy: str = "none"
+
+  def __post_init__(self):
+    if len(self.depths) != len(self.dims) or not self.depths:
+      raise ValueError(f"depths {self.depths} and dims {self.dims} must be non-empty, same length")
+    self._check_common()
+
+  @property
+  def stride(self) -> int:
+    """Input pixels per output cell."""
+    return self.patch_size * 2 ** (len(self.dims) - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class QFormerConfig(_TowerConfig):
+  """BLIP-2 Q-Former (query path only): learned queries, BERT-style post-norm layers,
+  cross-attention to the image features in layers 0, f, 2f, ... (f = cross_attention_frequency)."""
+
+  width: int = 768
+  depth: int = 12
+  n_heads: int = 12
+  mlp_dim: int = 3072
+  n_queries: int = 32
+  encoder_width: int = 1408  # width of the image features attended to
+  cross_attention_frequency: int = 2
+  norm_eps: float = 1e-12
+  param_dtype: str = "float32"
+  dtype: str = "float32"
+  remat_policy: str = "none"
+  attention: str = "xla"
+
+  def __post_init__(self):
+    if self.width % self.n_heads:
+      raise ValueError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
+    if self.cross_attention_frequency < 1 or self.depth % self.cross_attention_frequency:
+      raise ValueError(f"depth {self.depth} is not a multiple of cross_attention_frequency "
+                       f"{self.cross_attention_frequency}")
+    self._check_common()
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.n_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class Blip2Config(_TowerConfig):
+  """BLIP-2 image features as SPHINX takes them: EVA ViT-g, then the Q-Former's 32 queries."""
+
+  vision: ViTConfig = ViTConfig()
+  qformer: QFormerConfig = QFormerConfig()
+
+  def __post_init__(self):
+    if self.vision.width != self.qformer.encoder_width:
+      raise ValueError(f"vision width {self.vision.width} != qformer encoder_width "
+                       f"{self.qformer.encoder_width}")
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "Blip2Config":
+    unknown = sorted(set(d) - {"vision", "qformer"})
+    if unknown:
+      raise ValueError(f"unknown Blip2Config fields: {unknown}")
+    return cls(ViTConfig.from_dict(d["vision"]), QFormerConfig.from_dict(d["qformer"]))
+
+
+_EVA_VIT_G = ViTConfig(width=1408, depth=39, n_heads=16, mlp_dim=6144, norm_eps=1e-6,
+                       patch_bias=True, pre_norm=False)
+_QFORMER = QFormerConfig()
+
+VISION_PRESETS: dict[str, Any] = {
+    # open_clip ViT-L-14 built with pretrained=None, as SPHINX does: nn.GELU, not QuickGELU.
+    "clip_vit_l14": ViTConfig(),
+    "convnext_xxlarge": ConvNextConfig(),
+    # dinov2_vitg14: SwiGLU hidden 4096 = (int(4 * 1536 * 2 / 3) + 7) // 8 * 8.
+    "dinov2_vitg14": ViTConfig(width=1536, depth=40, n_heads=24, mlp_dim=4096, act="swiglu",
+                               norm_eps=1e-6, patch_bias=True, pre_norm=False, layerscale=True),
+    "eva_vit_g": _EVA_VIT_G,
+    "qformer": _QFORMER,
+    "blip2": Blip2Config(vision=_EVA_VIT_G, qformer=_QFORMER),
+}
+
+
+def vision_preset(name: str, **overrides: Any):
+  if name not in VISION_PRESETS:
+    raise KeyError(f"unknown vision preset {name!r}; known: {sorted(VISION_PRESETS)}")
+  return VISION_PRESETS[name].replace(**overrides)

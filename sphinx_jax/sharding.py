@@ -41,6 +41,8 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("conv_spatial", None),
     ("conv_in", None),
     ("queries", None),
+    ("positions", None),  # learned position-embedding rows (ViT)
+    ("conv_spatial_w", None),  # a conv kernel's width (flax forbids a name twice per array)
 )
 
 

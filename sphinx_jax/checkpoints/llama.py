@@ -49,30 +49,31 @@ def llm_parts(get: Getter, cfg: LlamaConfig, prefix: str = "", root: str = "llm"
   d, h, kv, hd, f, v = cfg.dim, cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.hidden_dim, \
       cfg.vocab_size
 
-  def w(key, shape):
+  def w(key, shape, transform=lambda a: a):
+    """One tensor, cast and laid out for us, in a single contiguous copy."""
     array = get(prefix + key, shape)
-    return np.ascontiguousarray(array if dtype is None else array.astype(dtype))
+    array = array if dtype is None else array.astype(dtype, copy=False)
+    return np.ascontiguousarray(transform(array))
 
-  yield {root: {
-      "tok_embeddings": {"embedding": w("tok_embeddings.weight", (v, d))},
-      "norm": {"scale": w("norm.weight", (d,))},
-      "output": {"kernel": w("output.weight", (v, d)).T.copy()},
-  }}
+  # The two vocabulary-sized tensors go in parts of their own: each part is held in RAM once.
+  yield {root: {"tok_embeddings": {"embedding": w("tok_embeddings.weight", (v, d))}}}
+  yield {root: {"norm": {"scale": w("norm.weight", (d,))},
+                "output": {"kernel": w("output.weight", (v, d), np.transpose)}}}
   for i in range(cfg.n_layers):
     p = f"layers.{i}."
     layer = {
         "attention_norm": {"scale": w(p + "attention_norm.weight", (d,))},
         "ffn_norm": {"scale": w(p + "ffn_norm.weight", (d,))},
         "attention": {
-            "wq": w(p + "attention.wq.weight", (h * hd, d)).T.reshape(d, h, hd),
-            "wk": w(p + "attention.wk.weight", (kv * hd, d)).T.reshape(d, kv, hd),
-            "wv": w(p + "attention.wv.weight", (kv * hd, d)).T.reshape(d, kv, hd),
-            "wo": w(p + "attention.wo.weight", (d, h * hd)).T.reshape(h, hd, d),
+            "wq": w(p + "attention.wq.weight", (h * hd, d), lambda a: a.T.reshape(d, h, hd)),
+            "wk": w(p + "attention.wk.weight", (kv * hd, d), lambda a: a.T.reshape(d, kv, hd)),
+            "wv": w(p + "attention.wv.weight", (kv * hd, d), lambda a: a.T.reshape(d, kv, hd)),
+            "wo": w(p + "attention.wo.weight", (d, h * hd), lambda a: a.T.reshape(h, hd, d)),
         },
         "feed_forward": {
-            "w1": w(p + "feed_forward.w1.weight", (f, d)).T,
-            "w3": w(p + "feed_forward.w3.weight", (f, d)).T,
-            "w2": w(p + "feed_forward.w2.weight", (d, f)).T,
+            "w1": w(p + "feed_forward.w1.weight", (f, d), np.transpose),
+            "w3": w(p + "feed_forward.w3.weight", (f, d), np.transpose),
+            "w2": w(p + "feed_forward.w2.weight", (d, f), np.transpose),
         },
     }
     yield {root: {"layers": {str(i): layer}}}

@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import jax
 import numpy as np
@@ -76,6 +76,8 @@ def _merge(into: dict, part: dict) -> None:
   for key, value in part.items():
     if isinstance(value, dict):
       _merge(into.setdefault(key, {}), value)
+    elif key in into:
+      raise ValueError(f"parameter {key!r} given twice")
     else:
       into[key] = value
 
