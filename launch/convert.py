@@ -1,24 +1,36 @@
-"""`convert meta|hf --src DIR --dst DIR`: PyTorch checkpoints -> params checkpoint."""
+"""`convert accessory|meta|hf --src DIR --dst DIR`: PyTorch checkpoints -> params checkpoint."""
 import argparse
 from pathlib import Path
 
-HELP = "convert Meta / HF LLaMA checkpoints into a sphinx-jax params checkpoint"
+HELP = ("convert LLaMA2-Accessory SPHINX, Meta LLaMA-2 or HF Llama checkpoints into a sphinx-jax "
+        "params checkpoint")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("format", choices=("meta", "hf"),
-                      help="meta: consolidated.NN.pth + params.json; hf: config.json + safetensors")
+  parser.add_argument("format", choices=("accessory", "meta", "hf"),
+                      help="accessory: SPHINX release (consolidated.NN-of-MM.model.pth, config.json, "
+                           "meta.json); meta: consolidated.NN.pth + params.json; "
+                           "hf: config.json + safetensors")
   parser.add_argument("--src", type=Path, required=True, help="source checkpoint directory")
   parser.add_argument("--dst", type=Path, required=True, help="output directory (must not exist)")
   parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                       help="parameter dtype to store (default: the source's)")
   parser.add_argument("--tokenizer", type=Path, default=None,
                       help="tokenizer.model (default: found in --src or its parent)")
+  parser.add_argument("--view-plan", default=None,
+                      help="accessory only: override the variant's view plan (e.g. tiny_1k for "
+                           "small test models)")
 
 
 def run(args: argparse.Namespace) -> int:
-  from sphinx_jax.checkpoints import llama
-  convert = {"meta": llama.convert_meta, "hf": llama.convert_hf}[args.format]
-  dst = convert(args.src, args.dst, dtype=args.dtype, tokenizer=args.tokenizer)
+  from sphinx_jax.checkpoints import accessory, llama
+  if args.format == "accessory":
+    dst = accessory.convert_accessory(args.src, args.dst, dtype=args.dtype,
+                                      tokenizer=args.tokenizer, view_plan=args.view_plan)
+  else:
+    if args.view_plan is not None:
+      raise ValueError("--view-plan applies to `convert accessory` only")
+    convert = {"meta": llama.convert_meta, "hf": llama.convert_hf}[args.format]
+    dst = convert(args.src, args.dst, dtype=args.dtype, tokenizer=args.tokenizer)
   print(f"wrote {dst}")
   return 0

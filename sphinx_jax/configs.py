@@ -272,3 +272,115 @@ def vision_preset(name: str, **overrides: Any):
   if name not in VISION_PRESETS:
     raise KeyError(f"unknown vision preset {name!r}; known: {sorted(VISION_PRESETS)}")
   return VISION_PRESETS[name].replace(**overrides)
+
+
+# =============================================================================================
+# SPHINX: one model, every released variant is a config (reference/sphinx_accessory.md §0).
+
+_MOE_TYPES = ("mixtral_sparse_ens", "mixtral_sparse_ens5")
+
+
+@dataclasses.dataclass(frozen=True)
+class SphinxConfig:
+  """The MLLM: LLM + towers + how an image becomes views.
+
+  Per view the LLM sees [start, Q-Former queries (if blip2), 257 ensemble tokens, end]. Images
+  are cut into `n_views` views by the data pipeline's `view_plan` (data.image.VIEW_PLANS); the
+  ViTs see `dinov2.image_size` pixels, the ConvNeXt `convnext_size` (its map is repeated up to
+  the ViT patch grid). `max_images` is the number of image slots per sample (padded, masked), so
+  samples with different image counts share one compiled step.
+  """
+
+  llm: LlamaConfig
+  convnext: ConvNextConfig
+  dinov2: ViTConfig
+  clip: ViTConfig | None = None  # None in the light (Tiny) variants
+  blip2: Blip2Config | None = None  # None in the light (Tiny) variants
+  view_plan: str = "sphinx"
+  n_views: int = 1
+  convnext_size: int = 256
+  max_images: int = 1
+
+  def __post_init__(self):
+    if self.clip is not None and self.clip.n_tokens != self.dinov2.n_tokens:
+      raise ValueError(f"CLIP gives {self.clip.n_tokens} tokens, DINOv2 {self.dinov2.n_tokens}")
+    if self.blip2 is not None and self.blip2.vision.image_size != self.dinov2.image_size:
+      raise ValueError("BLIP-2 and DINOv2 must see views of the same size")
+
+  @property
+  def tokens_per_view(self) -> int:
+    queries = self.blip2.qformer.n_queries if self.blip2 is not None else 0
+    return 1 + queries + self.dinov2.n_tokens + 1
+
+  @property
+  def image_tokens(self) -> int:
+    """LLM positions one image takes (the reference's `image_words`)."""
+    return self.n_views * self.tokens_per_view
+
+  @property
+  def view_sizes(self) -> dict[str, int]:
+    return {"vit": self.dinov2.image_size, "convnext": self.convnext_size}
+
+  def replace(self, **changes: Any) -> "SphinxConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "SphinxConfig":
+    parsers = {"llm": LlamaConfig.from_dict, "convnext": ConvNextConfig.from_dict,
+               "dinov2": ViTConfig.from_dict, "clip": ViTConfig.from_dict,
+               "blip2": Blip2Config.from_dict}
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"unknown SphinxConfig fields: {unknown}")
+    return cls(**{k: parsers[k](v) if k in parsers and v is not None else v
+                  for k, v in d.items()})
+
+
+def _sphinx(llm: str, plan: str, n_views: int, light: bool = False) -> SphinxConfig:
+  towers = dict(convnext=VISION_PRESETS["convnext_xxlarge"],
+                dinov2=VISION_PRESETS["dinov2_vitg14"])
+  if not light:
+    towers.update(clip=VISION_PRESETS["clip_vit_l14"], blip2=VISION_PRESETS["blip2"])
+  return SphinxConfig(llm=LLM_PRESETS[llm], view_plan=plan, n_views=n_views,
+                      convnext_size=512 if light else 256, **towers)
+
+
+def _tiny(plan: str, n_views: int) -> SphinxConfig:
+  """Laptop-sized SPHINX with every tower (tests, the embedded default): 4x4 patch grid, a
+  ConvNeXt map repeated 2x, 4 Q-Former queries; widths of 64 per head, as conversion infers."""
+  vit = ViTConfig(image_size=28, patch_size=7, width=128, depth=2, n_heads=2, mlp_dim=128)
+  eva = vit.replace(norm_eps=1e-6, patch_bias=True, pre_norm=False)
+  return SphinxConfig(
+      llm=LLM_PRESETS["tiny"], clip=vit,
+      convnext=ConvNextConfig(depths=(1, 1), dims=(16, 32)),
+      dinov2=vit.replace(act="swiglu", norm_eps=1e-6, patch_bias=True, pre_norm=False,
+                         layerscale=True),
+      blip2=Blip2Config(eva, QFormerConfig(width=128, depth=2, n_heads=2, mlp_dim=128,
+                                           n_queries=4, encoder_width=128)),
+      view_plan=plan, n_views=n_views, convnext_size=16)
+
+
+SPHINX_PRESETS: dict[str, SphinxConfig] = {
+    "sphinx": _sphinx("llama2_13b", "sphinx", 1),
+    "sphinx_1k": _sphinx("llama2_13b", "sphinx_1k", 5),
+    "sphinx_2k": _sphinx("llama2_13b", "sphinx_2k", 10),
+    "sphinx_tiny": _sphinx("tinyllama_1b", "sphinx_tiny", 1, light=True),
+    "sphinx_tiny_1k": _sphinx("tinyllama_1b", "sphinx_tiny_1k", 5, light=True),
+    "tiny": _tiny("tiny", 1),
+    "tiny_1k": _tiny("tiny_1k", 5),
+}
+
+# LLaMA2-Accessory `llama_type` (meta.json) -> our preset.
+ACCESSORY_TYPES = {"llama_ens": "sphinx", "llama_ens5": "sphinx_1k", "llama_ens10": "sphinx_2k",
+                   "llama_ens_light": "sphinx_tiny", "llama_ens5_light": "sphinx_tiny_1k"}
+
+
+def sphinx_preset(name: str, **overrides: Any) -> SphinxConfig:
+  if name in _MOE_TYPES or name.startswith("sphinx_moe"):
+    raise NotImplementedError(f"{name}: SPHINX-MoE (Mixtral) is not supported yet")
+  if name not in SPHINX_PRESETS:
+    raise KeyError(f"unknown SPHINX preset {name!r}; known: {sorted(SPHINX_PRESETS)}")
+  return SPHINX_PRESETS[name].replace(**overrides)

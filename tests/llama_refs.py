@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import sentencepiece as spm
 import torch
 from transformers import LlamaConfig as HFLlamaConfig
 from transformers import LlamaForCausalLM
@@ -18,6 +17,7 @@ from transformers import LlamaForCausalLM
 from sphinx_jax.checkpoints import llama as llama_ckpt
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.checkpoints.torch_io import to_numpy
+from tests.tokenizer_refs import train_tokenizer  # noqa: F401  (the LLaMA tests use it from here)
 
 
 def hf_llama(kv_heads: int = 4, layers: int = 2, vocab: int = 256, seed: int = 0,
@@ -118,17 +118,3 @@ def write_meta(model: LlamaForCausalLM, path: Path, n_shards: int = 2,
 def write_hf(model: LlamaForCausalLM, path: Path) -> Path:
   model.save_pretrained(path, safe_serialization=True)
   return path
-
-
-def train_tokenizer(path: Path, vocab_size: int = 200) -> Path:
-  """A tiny LLaMA-style SentencePiece model (unk 0, bos 1, eos 2), trained on made-up text."""
-  words = ["red", "green", "blue", "circle", "square", "triangle", "the", "a", "is", "of", "in",
-           "image", "what", "color", "shape", "left", "right", "top", "bottom", "Human",
-           "Assistant", "###", "chat", "between", "curious", "answer", "question", "how", "many"]
-  rng = np.random.default_rng(0)
-  lines = [" ".join(rng.choice(words, size=12)) for _ in range(2000)]
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(lines), model_prefix=str(path / "tokenizer"), vocab_size=vocab_size,
-      model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0,
-      minloglevel=2)
-  return path / "tokenizer.model"

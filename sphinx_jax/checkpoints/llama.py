@@ -23,13 +23,14 @@ log = logging.getLogger(__name__)
 
 # Model-parallel split dimension of each Meta weight (fairscale Column/RowParallelLinear and
 # ParallelEmbedding); everything else is replicated on every shard.
+# Keys may carry LLaMA2-Accessory's `llma.` prefix; nothing else (towers are replicated).
 _SPLIT_DIMS = (
-    (r"(.*\.)?tok_embeddings\.weight", 1),
-    (r"(.*\.)?attention\.w[qkv]\.weight", 0),
-    (r"(.*\.)?feed_forward\.w[13]\.weight", 0),
-    (r"(.*\.)?attention\.wo\.weight", 1),
-    (r"(.*\.)?feed_forward\.w2\.weight", 1),
-    (r"(.*\.)?output\.weight", 0),
+    (r"(llma\.)?tok_embeddings\.weight", 1),
+    (r"(llma\.)?layers\.\d+\.attention\.w[qkv]\.weight", 0),
+    (r"(llma\.)?layers\.\d+\.feed_forward\.w[13]\.weight", 0),
+    (r"(llma\.)?layers\.\d+\.attention\.wo\.weight", 1),
+    (r"(llma\.)?layers\.\d+\.feed_forward\.w2\.weight", 1),
+    (r"(llma\.)?output\.weight", 0),
 )
 
 
@@ -110,7 +111,7 @@ def convert_meta(src: Path, dst: Path, dtype: str | None = None,
   cfg = meta_config(src / "params.json", vocab_size, dtype)
   parts = llm_parts(state.get, cfg, dtype=dtype)
   return params_io.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
-                         tokenizer or _find_tokenizer(src))
+                         tokenizer or find_tokenizer(src))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,10 +181,10 @@ def convert_hf(src: Path, dst: Path, dtype: str | None = None,
   tied = hf.get("tie_word_embeddings", False) or "lm_head.weight" not in state.keys()
   parts = llm_parts(hf_getter(state.get, cfg, tied), cfg, dtype=dtype)
   return params_io.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
-                         tokenizer or _find_tokenizer(src))
+                         tokenizer or find_tokenizer(src))
 
 
-def _find_tokenizer(src: Path) -> Path | None:
+def find_tokenizer(src: Path) -> Path | None:
   for candidate in (src / "tokenizer.model", src.parent / "tokenizer.model"):
     if candidate.is_file():
       return candidate

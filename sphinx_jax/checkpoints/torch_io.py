@@ -5,12 +5,16 @@ torch is imported lazily: only conversion needs it.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Callable, Sequence
 
 import ml_dtypes
 import numpy as np
+
+
+log = logging.getLogger(__name__)
 
 
 class ConversionError(ValueError):
@@ -58,13 +62,15 @@ class ShardedStateDict:
   """
 
   def __init__(self, files: Sequence[Path], split_dim: Callable[[str], int | None],
-               unwrap: str | None = None, config_source: str = "the config"):
+               unwrap: str | None = None, config_source: str = "the config",
+               check_replicas: bool = False):
     if not files:
       raise ConversionError("no checkpoint shards given")
     self.files = list(files)
     self.shards = [load_pth(f, unwrap) for f in self.files]
     self.split_dim = split_dim
     self.config_source = config_source
+    self.check_replicas = check_replicas
 
   def keys(self) -> list[str]:
     return list(self.shards[0].keys())
@@ -83,6 +89,8 @@ class ShardedStateDict:
     dim = self.split_dim(key)
     if dim is None or len(self.shards) == 1:
       array = to_numpy(self.shards[0][key])
+      if self.check_replicas and dim is None:
+        self._warn_if_replicas_differ(key)
     else:
       array = np.concatenate([to_numpy(s[key]) for s in self.shards], axis=dim)
     if shape is not None and tuple(array.shape) != tuple(shape):
@@ -90,6 +98,15 @@ class ShardedStateDict:
       raise ConversionError(f"{self.files[0].parent}: key {key!r} has shape {tuple(array.shape)} "
                             f"in {names}, but {self.config_source} implies {tuple(shape)}")
     return array
+
+
+  def _warn_if_replicas_differ(self, key: str) -> None:
+    torch = _torch()
+    first = self.shards[0][key]
+    for f, shard in zip(self.files[1:], self.shards[1:]):
+      if not torch.equal(first, shard[key]):
+        log.warning("%s: replicated key %r differs from %s; using %s", f, key,
+                    self.files[0].name, self.files[0].name)
 
 
 class SafetensorsStateDict:

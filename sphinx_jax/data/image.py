@@ -99,6 +99,9 @@ VIEW_PLANS: dict[str, ViewPlan] = {
     # llama_ens5_light (and mixtral_sparse_ens5): ViTs 224 + crops of a 448 resize; ConvNeXt a 512
     # resize + native 512 crops.
     "sphinx_tiny_1k": ViewPlan(1024, TowerViews(224, 448), TowerViews(512, 1024)),
+    # The laptop-sized `tiny` SPHINX presets: 28-px ViT views, ConvNeXt at 16 (map repeated 2x).
+    "tiny": ViewPlan(28, TowerViews(28), TowerViews(28, nearest_to=16)),
+    "tiny_1k": ViewPlan(56, TowerViews(28, 56), TowerViews(28, 56, nearest_to=16)),
 }
 
 

@@ -1,6 +1,7 @@
 """SentencePiece tokenizer (LLaMA `tokenizer.model`). The vocabulary is never changed."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -35,5 +36,19 @@ class Tokenizer:
     ids = self.sp.EncodeAsIds(text)
     return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
+  def encode_segment(self, text: str) -> list[int]:
+    """Tokens of `text` as they appear after a space inside a longer text (LLaMA2-Accessory's
+    `encode_segment`, which the training masks rely on): leading spaces dropped, the model's dummy
+    prefix standing for one."""
+    text = text.lstrip(" ")
+    return self.encode(text if self._dummy_prefix else " " + text, bos=False)
+
+  @functools.cached_property
+  def _dummy_prefix(self) -> bool:
+    """Whether a word-initial piece already carries its space (LLaMA's sentencepiece does)."""
+    tail = self.sp.EncodeAsIds("my darling")
+    return self.sp.EncodeAsIds("Hi my darling")[-len(tail):] == tail
+
   def decode(self, ids: list[int]) -> str:
-    return self.sp.DecodeIds(list(ids))
+    """Text of `ids`; ids past the vocabulary (a model's padded embedding rows) are dropped."""
+    return self.sp.DecodeIds([int(i) for i in ids if 0 <= i < self.vocab_size])

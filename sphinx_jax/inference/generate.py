@@ -6,11 +6,14 @@ lock step; a row is done at EOS or when its last tokens equal a stop sequence.
 """
 from __future__ import annotations
 
+import contextlib
+
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import io_callback
 
 from sphinx_jax.inference.sampling import Sampling, sample
 
@@ -19,9 +22,30 @@ DONE = -1  # fills a row's output after it stopped
 Step = Callable[[object, jax.Array, jax.Array], tuple[jax.Array, object]]
 
 
+def generate(model, params, inputs: dict, lengths: jax.Array, key: jax.Array, *, cache,
+             step_method=None, **decode_args):
+  """Prefill `model.apply(params, **inputs)` into `cache`, then decode after each row's last
+  prompt slot (`lengths - 1`) with `model.apply(..., method=step_method)` one slot at a time."""
+  batch = lengths.shape[0]
+  logits, cache = model.apply(params, **inputs, cache=cache)
+  last = logits[jnp.arange(batch), lengths - 1]
+
+  def step(cache, new_tokens, t):
+    slots = (lengths + t)[:, None]
+    logits, cache = model.apply(params, new_tokens[:, None], positions=slots, slots=slots,
+                                cache=cache, method=step_method)
+    return logits[:, 0], cache
+
+  return decode(step, last, cache, key, **decode_args)
+
+
 def decode(step: Step, logits: jax.Array, cache, key: jax.Array, *, max_new_tokens: int,
-           sampling: Sampling, eos_id: int | None, stop_sequences: tuple[tuple[int, ...], ...]):
-  """Tokens [B, max_new_tokens] sampled after `logits` [B, V]; DONE after a row stops."""
+           sampling: Sampling, eos_id: int | None, stop_sequences: tuple[tuple[int, ...], ...],
+           stream: bool = False):
+  """Tokens [B, max_new_tokens] sampled after `logits` [B, V]; DONE after a row stops.
+
+  With `stream`, each step's tokens [B] go to the sink of the enclosing `streaming(...)` block.
+  """
   batch = logits.shape[0]
   out = jnp.full((batch, max_new_tokens), DONE, jnp.int32)
 
@@ -34,6 +58,8 @@ def decode(step: Step, logits: jax.Array, cache, key: jax.Array, *, max_new_toke
     key, sub = jax.random.split(key)
     tokens = sample(logits, sub, sampling)
     out = out.at[:, t].set(jnp.where(done, DONE, tokens))
+    if stream:
+      io_callback(_emit, None, jnp.where(done, DONE, tokens), ordered=True)
     stop = jnp.zeros_like(done) if eos_id is None else tokens == eos_id
     for seq in stop_sequences:
       k = len(seq)
@@ -45,6 +71,28 @@ def decode(step: Step, logits: jax.Array, cache, key: jax.Array, *, max_new_toke
 
   state = (jnp.int32(0), logits, cache, out, jnp.zeros((batch,), bool), key)
   return jax.lax.while_loop(cond, body, state)[3]
+
+
+_sinks: list[Callable[[np.ndarray], None]] = []
+
+
+def _emit(tokens: np.ndarray) -> None:
+  if _sinks:
+    _sinks[-1](np.asarray(tokens))
+
+
+@contextlib.contextmanager
+def streaming(sink: Callable[[np.ndarray], None]):
+  """Route the tokens of `decode(..., stream=True)` run inside this block to `sink(tokens [B])`.
+
+  One static callback serves every call, so streaming does not recompile; block on the result
+  inside the `with`.
+  """
+  _sinks.append(sink)
+  try:
+    yield
+  finally:
+    _sinks.pop()
 
 
 def trim(row: np.ndarray, eos_id: int | None, stop_sequences: Sequence[Sequence[int]]) -> list[int]:

@@ -13,7 +13,7 @@ from sphinx_jax import sharding
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import LlamaConfig
 from sphinx_jax.data.tokenizer import Tokenizer
-from sphinx_jax.inference.generate import decode, trim
+from sphinx_jax.inference.generate import generate, trim
 from sphinx_jax.inference.sampling import Sampling
 from sphinx_jax.models.llama import Llama, init_cache, init_params
 
@@ -88,16 +88,20 @@ class LanguageModel:
     return rows[0] if single else rows
 
   def _pad_batch(self, prompts: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to a bucketed length; pad the batch to shard over the mesh."""
-    multiple = sharding.batch_multiple(self.mesh)
-    batch = -(-len(prompts) // multiple) * multiple
-    length = -(-max(len(p) for p in prompts) // LENGTH_BUCKET) * LENGTH_BUCKET
-    tokens = np.full((batch, length), PAD_ID, np.int32)
-    lengths = np.ones((batch,), np.int32)
-    for i, p in enumerate(prompts):
-      tokens[i, :len(p)] = p
-      lengths[i] = len(p)
-    return tokens, lengths
+    return pad_rows(prompts, sharding.batch_multiple(self.mesh))
+
+
+def pad_rows(prompts: list[list[int]], multiple: int) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pad prompts to a bucketed length, and the batch to a multiple of `multiple` rows (to
+  shard over the mesh); returns tokens [B, T] and lengths [B] (1 for padding rows)."""
+  batch = -(-len(prompts) // multiple) * multiple
+  length = -(-max(len(p) for p in prompts) // LENGTH_BUCKET) * LENGTH_BUCKET
+  tokens = np.full((batch, length), PAD_ID, np.int32)
+  lengths = np.ones((batch,), np.int32)
+  for i, p in enumerate(prompts):
+    tokens[i, :len(p)] = p
+    lengths[i] = len(p)
+  return tokens, lengths
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -109,16 +113,6 @@ def _forward(params, tokens, *, cfg: LlamaConfig):
                                              "eos_id", "stops"))
 def _generate(params, tokens, lengths, key, *, cfg, cache_len, max_new_tokens, sampling, eos_id,
               stops):
-  model = Llama(cfg)
-  batch = tokens.shape[0]
-  logits, cache = model.apply(params, tokens, cache=init_cache(cfg, batch, cache_len))
-  last = logits[jnp.arange(batch), lengths - 1]
-
-  def step(cache, new_tokens, t):
-    slots = (lengths + t)[:, None]
-    logits, cache = model.apply(params, new_tokens[:, None], positions=slots, slots=slots,
-                                cache=cache)
-    return logits[:, 0], cache
-
-  return decode(step, last, cache, key, max_new_tokens=max_new_tokens, sampling=sampling,
-                eos_id=eos_id, stop_sequences=stops)
+  return generate(Llama(cfg), params, {"tokens": tokens}, lengths, key,
+                  cache=init_cache(cfg, tokens.shape[0], cache_len), max_new_tokens=max_new_tokens,
+                  sampling=sampling, eos_id=eos_id, stop_sequences=stops)

@@ -1,0 +1,156 @@
+"""SPHINX end to end: a LLaMA2-Accessory release converted and run against a PyTorch SPHINX."""
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from launch.__main__ import main
+from sphinx_jax import Sphinx, sharding
+from sphinx_jax.checkpoints import params_io
+from sphinx_jax.configs import SPHINX_PRESETS, sphinx_preset
+from sphinx_jax.data.image import VIEW_PLANS
+from sphinx_jax.models import sphinx as sphinx_model
+from tests import sphinx_refs
+from tests.tokenizer_refs import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+  """A tiny SPHINX-1k in the exact LLaMA2-Accessory layout (2 shards), its PyTorch reference,
+  and our conversion of it."""
+  root = tmp_path_factory.mktemp("sphinx")
+  reference = sphinx_refs.TorchSphinx(sphinx_preset("tiny_1k"))
+  src = sphinx_refs.write_accessory(reference, root / "release", "llama_ens5",
+                                    train_tokenizer(root), n_shards=2)
+  dst = root / "ckpt"
+  assert main(["convert", "accessory", "--src", str(src), "--dst", str(dst),
+               "--view-plan", "tiny_1k"]) == 0
+  return reference, src, dst
+
+
+@pytest.fixture(scope="module")
+def model(release):
+  return Sphinx.from_pretrained(release[2])
+
+
+def _image(seed=0, size=(70, 40)):
+  pixels = np.random.RandomState(seed).randint(0, 255, (size[1], size[0], 3)).astype(np.uint8)
+  return Image.fromarray(pixels)
+
+
+def test_converted_release_equals_pytorch_sphinx(release, model):
+  reference, _, _ = release
+  pixels = model.preprocess(_image())
+  assert pixels["vit"].shape == (5, 28, 28, 3) and pixels["convnext"].shape == (5, 16, 16, 3)
+  ids = [1] + list(range(5, 40))
+  ours, theirs = model.logits(pixels, ids), reference.logits(pixels, ids)
+  diff = np.abs(ours - theirs).max()
+  print(f"SPHINX-1k (tiny) logits vs PyTorch reference: max abs diff {diff:.2e}")
+  assert ours.shape == (len(ids), 512) and diff < 1e-4
+  config = json.loads((release[2] / "config.json").read_text())
+  assert config["model"] == "sphinx" and config["n_views"] == 5
+
+
+def test_greedy_generation_equals_stepwise_argmax(model):
+  pixels = model.preprocess(_image(1))
+  prompt = [1, 17, 23, 99]
+  generated = model.generate_ids(pixels, prompt, max_new_tokens=8, eos_id=None)
+  assert len(generated) == 8
+  ids = list(prompt)
+  for token in generated:
+    assert int(model.logits(pixels, ids)[-1].argmax()) == token
+    ids.append(token)
+
+
+def test_streaming_yields_the_generated_tokens(model):
+  pixels = model.preprocess(_image(2))
+  streamed = []
+  generated = model.generate_ids(pixels, [1, 5, 6], max_new_tokens=5, eos_id=None,
+                                 on_token=streamed.append)
+  assert streamed == generated
+
+
+def test_chat_answers_text(model):
+  answer = model.chat(_image(3), "What is in the image?", max_new_tokens=6)
+  assert isinstance(answer, str)
+
+
+@pytest.mark.parametrize("name,tokens", [("sphinx", 291), ("sphinx_1k", 1455),
+                                         ("sphinx_2k", 2910), ("sphinx_tiny", 259),
+                                         ("sphinx_tiny_1k", 1295)])
+def test_every_variant_image_token_count(name, tokens):
+  cfg = SPHINX_PRESETS[name]
+  assert cfg.image_tokens == tokens and VIEW_PLANS[cfg.view_plan].num_views == cfg.n_views
+  images = {k: jax.ShapeDtypeStruct((1, cfg.n_views, s, s, 3), jnp.float32)
+            for k, s in cfg.view_sizes.items()}
+  params = jax.eval_shape(lambda: nn.unbox(sphinx_model.init_params(cfg, jax.random.key(0))))
+  out = jax.eval_shape(lambda p, x: sphinx_model.Sphinx(cfg).apply(
+      p, x, method=sphinx_model.Sphinx.encode_images), params, images)
+  assert out.shape == (1, tokens, cfg.llm.dim)
+
+
+def test_sphinx_1k_layout_puts_the_image_after_bos():
+  k = SPHINX_PRESETS["sphinx_1k"].image_tokens
+  tokens, image_mask = sphinx_model.prompt_layout([1, 40, 41, 42], k)
+  assert k == 1455 and tokens.shape == (1 + 1455 + 3,)
+  assert not image_mask[0] and image_mask[1:1 + 1455].all() and not image_mask[1456:].any()
+  assert list(tokens[[0, 1456, 1457, 1458]]) == [1, 40, 41, 42]
+
+
+def test_two_images_land_at_their_placeholders(model):
+  cfg = model.config
+  k = cfg.image_tokens
+  texts = [1, 7, 8], [9, 10], [11]  # BOS text <image> text <image> text
+  tokens = np.array(texts[0] + [0] * k + texts[1] + [0] * k + texts[2], np.int32)[None]
+  image_mask = np.zeros(tokens.shape, bool)
+  first, second = len(texts[0]), len(texts[0]) + k + len(texts[1])
+  image_mask[0, first:first + k] = image_mask[0, second:second + k] = True
+  views = [model.preprocess(_image(s)) for s in (4, 5)]
+  images = {name: np.stack([v[name] for v in views])[None] for name in views[0]}
+  module = sphinx_model.Sphinx(cfg)
+  embeds = module.apply(model.params, tokens, image_mask, images, method=module.embed)[0]
+  encoded = module.apply(model.params, jax.tree.map(lambda x: x[0], images),
+                         method=module.encode_images)
+  text = module.apply(model.params, tokens, method=module.embed)[0]
+  np.testing.assert_array_equal(embeds[first:first + k], encoded[0])
+  np.testing.assert_array_equal(embeds[second:second + k], encoded[1])
+  text_slots = ~image_mask[0]
+  np.testing.assert_array_equal(embeds[text_slots], text[text_slots])
+
+
+def test_sharded_forward_equals_single_device(model):
+  pixels = model.preprocess(_image(6))
+  ids = [1, 30, 31, 32, 33]
+  host = jax.tree.map(np.asarray, model.params)  # fresh arrays: no trace of the 8-device mesh
+  single = Sphinx(model.config, jax.device_put(host, jax.devices()[0]),
+                  mesh=sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1]))
+  mesh = sharding.make_mesh(sharding.MeshConfig(2, 2, 2))
+  abstract, shardings = sharding.param_shardings(
+      lambda k: sphinx_model.init_params(model.config, k), mesh, jax.random.key(0))
+  sharded = Sphinx(model.config, jax.device_put(host, shardings), mesh=mesh)
+  wq = sharded.params["params"]["llm"]["layers"]["attention"]["wq"]
+  assert wq.addressable_shards[0].data.shape[1:3] == (32, 2)  # fsdp halves dim, tensor heads
+  diff = np.abs(sharded.logits(pixels, ids) - single.logits(pixels, ids)).max()
+  print(f"(2,2,2) mesh vs one device: max abs diff {diff:.1e}")
+  assert diff < 1e-5
+
+
+def test_moe_is_refused_clearly(release, tmp_path, capsys):
+  src = tmp_path / "moe"
+  src.mkdir()
+  (src / "meta.json").write_text(json.dumps({"llama_type": "mixtral_sparse_ens5"}))
+  assert main(["convert", "accessory", "--src", str(src), "--dst", str(tmp_path / "out")]) == 1
+  assert "not supported yet" in capsys.readouterr().err
+  with pytest.raises(NotImplementedError, match="not supported yet"):
+    sphinx_preset("sphinx_moe")
+
+
+def test_checkpoint_params_are_stored_layer_by_layer(release):
+  stored = params_io.stored_shapes(release[2])
+  assert "llm/layers/1/attention/wq" in stored
+  assert any(k.startswith("clip/layers/1/") for k in stored)
+  assert stored["mixer/start_img"][0] == (64,)
