@@ -3,9 +3,9 @@ import argparse
 import logging
 import sys
 
-from launch import convert
+from launch import chat, convert, data
 
-COMMANDS = {"convert": convert}
+COMMANDS = {"convert": convert, "chat": chat, "data": data}
 
 
 def main(argv=None) -> int:

@@ -8,3 +8,24 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory):
+  """A tiny SPHINX-1k in the exact LLaMA2-Accessory layout (2 model-parallel shards), its PyTorch
+  reference, and our conversion of it: (reference, release dir, checkpoint dir)."""
+  from launch.__main__ import main
+  from sphinx_jax.configs import sphinx_preset
+  from tests import sphinx_refs
+  from tests.tokenizer_refs import train_tokenizer
+  root = tmp_path_factory.mktemp("sphinx")
+  reference = sphinx_refs.TorchSphinx(sphinx_preset("tiny_1k"))
+  src = sphinx_refs.write_accessory(reference, root / "release", "llama_ens5",
+                                    train_tokenizer(root), n_shards=2)
+  dst = root / "ckpt"
+  assert main(["convert", "accessory", "--src", str(src), "--dst", str(dst),
+               "--view-plan", "tiny_1k"]) == 0
+  return reference, src, dst

@@ -14,22 +14,6 @@ from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import SPHINX_PRESETS, sphinx_preset
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.models import sphinx as sphinx_model
-from tests import sphinx_refs
-from tests.tokenizer_refs import train_tokenizer
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-  """A tiny SPHINX-1k in the exact LLaMA2-Accessory layout (2 shards), its PyTorch reference,
-  and our conversion of it."""
-  root = tmp_path_factory.mktemp("sphinx")
-  reference = sphinx_refs.TorchSphinx(sphinx_preset("tiny_1k"))
-  src = sphinx_refs.write_accessory(reference, root / "release", "llama_ens5",
-                                    train_tokenizer(root), n_shards=2)
-  dst = root / "ckpt"
-  assert main(["convert", "accessory", "--src", str(src), "--dst", str(dst),
-               "--view-plan", "tiny_1k"]) == 0
-  return reference, src, dst
 
 
 @pytest.fixture(scope="module")

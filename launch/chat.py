@@ -1,0 +1,79 @@
+"""`chat --checkpoint DIR [--image PATH] [--prompt TEXT]`: talk to a SPHINX checkpoint.
+
+With --prompt: one answer, streamed, then exit. Without: an interactive session (empty line or
+Ctrl-D ends it; `/image PATH` switches the image; `/reset` forgets the history). Boxes in an
+answer (`<p>phrase</p>[x1,y1,x2,y2]`) are drawn on the image when --boxes-out is given.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "chat with a SPHINX checkpoint about an image (one-shot or interactive)"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--checkpoint", type=Path, required=True,
+                      help="a directory written by `launch convert accessory` or by training")
+  parser.add_argument("--image", type=Path, default=None, help="image file (any PIL format)")
+  parser.add_argument("--prompt", default=None, help="ask this once and exit")
+  parser.add_argument("--max-new-tokens", type=int, default=512)
+  parser.add_argument("--temperature", type=float, default=0.1)
+  parser.add_argument("--top-p", type=float, default=0.75)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--boxes-out", type=Path, default=None,
+                      help="save the image with the answer's boxes drawn here (PNG)")
+
+
+def load_image(path: Path):
+  from PIL import Image, UnidentifiedImageError
+  try:
+    with Image.open(path) as image:
+      image.load()
+      return image.convert("RGB")
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{path}: no such image file") from None
+  except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    raise ValueError(f"{path}: not a readable image ({e})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+  from sphinx_jax import Sphinx
+  from sphinx_jax.checkpoints.params_io import read_config
+  read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
+  image = load_image(args.image) if args.image else None
+  model = Sphinx.from_pretrained(args.checkpoint)
+  history: list[tuple[str, str]] = []
+
+  def answer(question: str) -> None:
+    text = model.chat(image, question, history, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                      on_text=lambda piece: print(piece, end="", flush=True))
+    print()
+    history.append((question, text))
+    if args.boxes_out and image is not None:
+      from sphinx_jax.inference import grounding
+      found = grounding.parse(text)
+      grounding.draw(image, found).save(args.boxes_out)
+      print(f"[{sum(len(g.coords) for g in found)} box(es) drawn in {args.boxes_out}]")
+
+  if args.prompt is not None:
+    answer(args.prompt)
+    return 0
+  while True:
+    try:
+      question = input("Human: ").strip()
+    except EOFError:
+      return 0
+    if not question:
+      return 0
+    if question.startswith("/image "):
+      try:
+        image, history = load_image(Path(question[7:].strip())), []
+      except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+      continue
+    if question == "/reset":
+      history = []
+      continue
+    print("Assistant: ", end="", flush=True)
+    answer(question)
