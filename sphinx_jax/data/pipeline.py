@@ -1,0 +1,170 @@
+"""Grain pipelines: a seeded mixture of sources -> Samples -> padded batches, checkpointable.
+
+Each source is shuffled (reshuffled every epoch) and repeated, and the sources are mixed by
+`weights` (default: proportional to their sizes). A record becomes a Sample in grain's reading
+threads; a bad one becomes a `Skipped` marker that the consumer logs (SkipLog) and drops, or, in
+strict mode, raises. Stage 1 adds `text_rows` rows per batch packed from a text corpus
+(concatenate [BOS doc EOS] then split, as the reference's falcon_packed): a fixed budget of
+text_rows x seq_len text tokens next to `batch_size` image-caption rows. `iter(dataset)` is a grain
+iterator whose `get_state()` / `set_state()` resume exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import grain
+import numpy as np
+
+from sphinx_jax.data.batching import collate
+from sphinx_jax.data.image import VIEW_PLANS
+from sphinx_jax.data.sample import Layout, Sample, make_sample
+from sphinx_jax.data.skips import BadRecord, SkipLog, Skipped
+from sphinx_jax.data.sources import TextCorpus
+from sphinx_jax.data.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """What a training run reads. `sources` are specs from data.sources / mimic_it / tfds_source;
+  `tokens_per_image` is K, the slots of one image (all its views: 291 x views for SPHINX)."""
+
+  tokenizer: str
+  sources: tuple = ()
+  weights: tuple[float, ...] | None = None
+  view_plan: str = "sphinx"
+  tokens_per_image: int = 291
+  seq_len: int = 2048
+  max_images: int = 1
+  batch_size: int = 4
+  corpus: TextCorpus | None = None
+  text_rows: int = 0
+  seed: int = 0
+  strict: bool = False
+  threads: int = 4
+
+  def __post_init__(self):
+    if not self.sources:
+      raise ValueError("DataConfig needs at least one source")
+    if self.weights is not None and len(self.weights) != len(self.sources):
+      raise ValueError(f"{len(self.weights)} weights for {len(self.sources)} sources")
+    if self.weights is not None and min(self.weights) <= 0:
+      raise ValueError(f"mixture weights must be positive, got {self.weights}")
+    if self.text_rows and self.corpus is None:
+      raise ValueError("text_rows needs a corpus")
+    if self.view_plan not in VIEW_PLANS:
+      raise ValueError(f"unknown view plan {self.view_plan!r}; known: {', '.join(VIEW_PLANS)}")
+
+  @property
+  def layout(self) -> Layout:
+    return Layout(VIEW_PLANS[self.view_plan], self.tokens_per_image, self.seq_len, self.max_images)
+
+  @property
+  def source_names(self) -> list[str]:
+    """Names by source_id; the corpus, if any, comes last."""
+    specs = list(self.sources) + ([self.corpus] if self.text_rows else [])
+    return [s.label for s in specs]
+
+
+class Guarded:
+  """A grain data source: record i of an opened source as `fn(example)`, or Skipped."""
+
+  def __init__(self, opened, fn, strict: bool):
+    self.opened, self.fn, self.strict = opened, fn, strict
+
+  def __len__(self) -> int:
+    return len(self.opened)
+
+  def __getitem__(self, i: int):
+    try:
+      return self.fn(self.opened[i])
+    except BadRecord as e:
+      if self.strict:
+        raise
+      return Skipped(e.file, e.record, e.reason)
+
+
+def _open(spec):
+  opened = spec.open()
+  if not len(opened):
+    raise ValueError(f"{opened.file}: no records")
+  return opened
+
+
+def _keeper(skips: SkipLog, limit: int):
+  """The skip filter, failing loudly when `limit` records in a row are bad (every record may be:
+  endless skipping would hang the pipeline)."""
+  run = 0
+
+  def keep(item) -> bool:
+    nonlocal run
+    if skips.keep(item):
+      run = 0
+      return True
+    run += 1
+    if run > limit:
+      raise ValueError(f"{run} records in a row were skipped; is every record bad?\n"
+                       + skips.summary())
+    return False
+
+  return keep
+
+
+def _read_options(config: DataConfig) -> grain.ReadOptions:
+  return grain.ReadOptions(num_threads=config.threads, prefetch_buffer_size=4 * config.threads)
+
+
+def samples(config: DataConfig, skips: SkipLog, tok: Tokenizer | None = None) -> grain.IterDataset:
+  """The seeded, endless mixture of `config.sources` as Samples (skips logged and dropped)."""
+  tok = tok or Tokenizer(config.tokenizer)
+  opened = [_open(s) for s in config.sources]
+  parts = [grain.MapDataset.source(Guarded(src, functools.partial(
+      make_sample, tok=tok, layout=config.layout, source_id=i), config.strict))
+           .shuffle(seed=config.seed + i).repeat() for i, src in enumerate(opened)]
+  weights = config.weights or [len(src) for src in opened]
+  mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
+  limit = sum(len(src) for src in opened)
+  return mixed.to_iter_dataset(_read_options(config)).filter(_keeper(skips, limit))
+
+
+def _document(example, tok: Tokenizer) -> dict:
+  return {"tokens": np.asarray(tok.encode(example.prompt, bos=True, eos=True), np.int32)}
+
+
+def _text_row(row: dict, source_id: int) -> Sample:
+  tokens = row["tokens"]
+  loss = np.ones(len(tokens), bool)
+  loss[0] = False  # nothing predicts a row's first token
+  return Sample(tokens, np.zeros(len(tokens), bool), loss, {}, source_id, "packed text")
+
+
+def text_rows(config: DataConfig, skips: SkipLog, tok: Tokenizer) -> grain.IterDataset:
+  """The corpus as endless rows of exactly seq_len tokens, documents packed back to back."""
+  source = Guarded(_open(config.corpus), functools.partial(_document, tok=tok), config.strict)
+  ds = grain.MapDataset.source(source).shuffle(seed=config.seed + len(config.sources)).repeat()
+  ds = ds.to_iter_dataset(_read_options(config)).filter(_keeper(skips, len(source)))
+  ds = grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={"tokens": config.seq_len})
+  return ds.map(functools.partial(_text_row, source_id=len(config.sources)))
+
+
+def batches(config: DataConfig, skips: SkipLog) -> grain.IterDataset:
+  """Endless batches under the batch contract: `batch_size` mixture rows (+ `text_rows`)."""
+  tok = Tokenizer(config.tokenizer)
+  rows = samples(config, skips, tok).batch(config.batch_size, batch_fn=list)
+  if config.text_rows:
+    text = text_rows(config, skips, tok).batch(config.text_rows, batch_fn=list)
+    rows = grain.experimental.ZipIterDataset([rows, text]).map(lambda pair: pair[0] + pair[1])
+  return rows.map(functools.partial(collate, layout=config.layout))
+
+
+def check(config: DataConfig, skips: SkipLog) -> int:
+  """Read every record of every source once; returns how many made good samples."""
+  tok = Tokenizer(config.tokenizer)
+  good = 0
+  specs = list(config.sources) + ([config.corpus] if config.corpus else [])
+  for i, spec in enumerate(specs):
+    source = Guarded(_open(spec), functools.partial(
+        make_sample, tok=tok, layout=config.layout, source_id=i), config.strict)
+    for item in grain.MapDataset.source(source).to_iter_dataset(_read_options(config)):
+      good += skips.keep(item)
+  return good

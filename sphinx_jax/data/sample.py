@@ -1,0 +1,107 @@
+"""Example -> Sample: tokens with BOS/EOS, image slot blocks, the loss mask, the tower views.
+
+Tokens follow the reference (accessory/data/conversation/dataset.py): the text is encoded whole
+(per stretch between images), then every target is located as the sublist `encode_segment(target)`
+searched left to right, and exactly those tokens are supervised. Each image (each video frame) is
+a block of `tokens_per_image` slots at its media's place; whitespace next to an image is not
+tokenised (the reference strips it too). A sample longer than `seq_len` is cut in its text tail;
+one whose image blocks do not fit, or that keeps nothing supervised, is a BadRecord (over-long).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from sphinx_jax.data.example import IMAGE, Example
+from sphinx_jax.data.image import ViewPlan, make_views, preprocess
+from sphinx_jax.data.skips import BadRecord
+from sphinx_jax.data.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """The static geometry of samples: view plan, image block size K, row length T, image slots N."""
+
+  plan: ViewPlan
+  tokens_per_image: int
+  seq_len: int
+  max_images: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  """One row before batching. `images`: {'vit': [n, V, s, s, 3], 'convnext': [n, V, t, t, 3]}
+  (n = 0 for text only); `record` names the source record."""
+
+  tokens: np.ndarray
+  image_mask: np.ndarray
+  loss_mask: np.ndarray
+  images: dict[str, np.ndarray]
+  source_id: int
+  record: str
+
+
+def _find(ids: list[int], part: list[int], start: int) -> int:
+  for i in range(start, len(ids) - len(part) + 1):
+    if ids[i:i + len(part)] == part:
+      return i
+  return -1
+
+
+def encode(example: Example, tok: Tokenizer, tokens_per_image: int):
+  """(ids with -1 at image slots, image mask, loss mask) as python lists, before any cut."""
+  chunks = example.prompt.split(IMAGE)
+  if len(chunks) - 1 != len(example.media):
+    raise BadRecord(example.file, example.record,
+                    f"{len(chunks) - 1} {IMAGE} markers for {len(example.media)} media")
+  ids, image = [tok.bos_id], [False]
+  for i, chunk in enumerate(chunks):
+    if i:
+      n = len(example.media[i - 1]) * tokens_per_image
+      ids += [-1] * n
+      image += [True] * n
+      chunk = chunk.lstrip()
+    if i < len(chunks) - 1:
+      chunk = chunk.rstrip()
+    if chunk:
+      piece = tok.encode_segment(chunk) if i else tok.encode(chunk, bos=False)
+      ids += piece
+      image += [False] * len(piece)
+  ids.append(tok.eos_id)
+  image.append(False)
+  loss, start = [False] * len(ids), 0
+  for target in example.targets:
+    part = tok.encode_segment(target)
+    at = _find(ids, part, start)
+    if at < 0:
+      raise BadRecord(example.file, example.record, f"target tokens not found: {target!r}")
+    loss[at:at + len(part)] = [True] * len(part)
+    start = at + len(part)
+  loss[-1] = example.supervise_eos
+  return ids, image, loss
+
+
+def views(frames, plan: ViewPlan) -> dict[str, np.ndarray]:
+  """PIL images -> {'vit', 'convnext'} view stacks [n, V, ...] (reference preprocess + tiling)."""
+  pixels = np.stack([preprocess(f, plan.image_size) for f in frames])
+  return {k: np.asarray(v) for k, v in make_views(pixels, plan).items()}
+
+
+def make_sample(example: Example, tok: Tokenizer, layout: Layout, source_id: int) -> Sample:
+  def bad(reason):
+    return BadRecord(example.file, example.record, reason)
+
+  if example.num_images > layout.max_images:
+    raise bad(f"{example.num_images} images, more than max_images={layout.max_images}")
+  ids, image, loss = encode(example, tok, layout.tokens_per_image)
+  if len(ids) > layout.seq_len:
+    if any(image[layout.seq_len:]):
+      raise bad(f"over-long: {len(ids)} tokens, an image block crosses seq_len={layout.seq_len}")
+    ids, image, loss = (x[:layout.seq_len] for x in (ids, image, loss))
+  if not any(loss):
+    raise bad(f"over-long: nothing supervised within seq_len={layout.seq_len}")
+  frames = [f for media in example.media for f in media]
+  images = views(frames, layout.plan) if frames else {}
+  return Sample(np.maximum(np.asarray(ids, np.int32), 0), np.asarray(image, bool),
+                np.asarray(loss, bool), images, source_id, f"{example.file} [{example.record}]")
