@@ -3,9 +3,9 @@ import argparse
 import logging
 import sys
 
-from launch import chat, convert, data
+from launch import chat, convert, data, train
 
-COMMANDS = {"convert": convert, "chat": chat, "data": data}
+COMMANDS = {"train": train, "convert": convert, "chat": chat, "data": data}
 
 
 def main(argv=None) -> int:
@@ -13,9 +13,14 @@ def main(argv=None) -> int:
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
   for name, module in COMMANDS.items():
     module.add_parser(sub.add_parser(name, help=module.HELP, description=module.HELP))
-  args = parser.parse_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  overrides = [a.removeprefix("--") for a in extra if a.startswith("--config.")]
+  if len(overrides) != len(extra) or (overrides and args.command != "train"):
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   try:
+    if args.command == "train":
+      return train.run(args, overrides) or 0
     return COMMANDS[args.command].run(args) or 0
   except (ValueError, FileNotFoundError) as e:  # our errors name the file / key: one line
     print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,159 @@
+"""The training loop: data -> sharded step -> metrics, checkpoints, pre-emption and divergence.
+
+Every step's metrics go to `workdir/metrics.jsonl` (and TensorBoard, and the progress bar); a
+checkpoint every `checkpoint_every` steps, on SIGTERM and at the end; `resume` continues from the
+latest one exactly (train state + data iterator state). A non-finite loss stops the run before
+anything is saved, so the last checkpoint stays the last good one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
+
+from sphinx_jax import sharding
+from sphinx_jax.checkpoints import params_io
+from sphinx_jax.configs import SphinxConfig, sphinx_preset
+from sphinx_jax.data import pipeline
+from sphinx_jax.data.skips import SkipLog
+from sphinx_jax.train import checkpointing, optimizer
+from sphinx_jax.train import step as train_step
+from sphinx_jax.train.config import Experiment
+from sphinx_jax.train.flops import measured_peak_flops, step_flops
+
+log = logging.getLogger(__name__)
+
+
+class Diverged(RuntimeError):
+  """The loss became NaN or infinite."""
+
+
+def model_config(exp: Experiment) -> SphinxConfig:
+  """The architecture: a preset, or the config of the checkpoint we start from; with the run's
+  dtypes and remat policy; checked against the data's image geometry."""
+  t = exp.train
+  if t.init_from:
+    raw = params_io.read_config(t.init_from)
+    cfg = SphinxConfig.from_dict({k: v for k, v in raw.items() if k != "model"})
+  else:
+    cfg = sphinx_preset(t.model)
+  cfg = cfg.replace(llm=cfg.llm.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
+                                        remat_policy=t.remat_policy),
+                    max_images=exp.data.max_images)
+  if (cfg.view_plan, cfg.image_tokens) != (exp.data.view_plan, exp.data.tokens_per_image):
+    raise ValueError(f"data (view plan {exp.data.view_plan!r}, {exp.data.tokens_per_image} tokens "
+                     f"per image) does not match the model ({cfg.view_plan!r}, "
+                     f"{cfg.image_tokens})")
+  return cfg
+
+
+def _device_batch(batch: dict, shardings: dict) -> dict:
+  """Host batch -> global arrays; each process supplies only its addressable shards."""
+  return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
+                      batch, shardings)
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop checkpoints after the current step and stops."""
+
+  def __init__(self):
+    self.requested = False
+    self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, *_):
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self.previous)
+
+
+def train(exp: Experiment, resume: bool = False) -> dict:
+  """Run `exp`; returns the last step's metrics."""
+  t = exp.train
+  workdir = Path(exp.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  cfg = model_config(exp)
+  mesh = sharding.make_mesh(t.mesh)
+  tx = optimizer.make(t.optim, t.steps)
+  abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh)
+  ckpts = checkpointing.Checkpoints(workdir / "checkpoints", t.checkpoint_every,
+                                    t.keep_checkpoints)
+  skips = SkipLog()
+  data = iter(pipeline.batches(exp.data, skips))
+  if resume and ckpts.latest_step() is not None:
+    state, data_state = ckpts.restore(abstract)
+    data.set_state(data_state)
+    log.info("resumed from step %d", int(state.step))
+  else:
+    params = None
+    if t.init_from:
+      params = {"params": params_io.load(t.init_from, abstract.params["params"])}
+    state = train_step.init_state(cfg, tx, t.trainable, state_shardings, t.seed, params)
+  start = int(state.step)
+  if start >= t.steps:
+    return {}
+
+  first = next(data)
+  batch_shardings = train_step.batch_shardings(first, mesh)
+  step_fn = train_step.jit_train_step(
+      train_step.make_train_step(cfg, tx, t.trainable, t.micro_batches), state_shardings,
+      batch_shardings, mesh)
+  schedule = optimizer.schedule(t.optim, t.steps)
+  flops = step_flops(cfg, abstract.params["params"], first)
+  peak = t.peak_flops or measured_peak_flops()
+  is_main = jax.process_index() == 0
+  writer = SummaryWriter(str(workdir / "tensorboard")) if is_main else None
+  metrics_file = open(workdir / "metrics.jsonl", "a") if is_main else None
+  preemption = _Preemption()
+  batch, metrics = first, {}
+  try:
+    with sharding.use_mesh(mesh), tqdm(total=t.steps, initial=start, disable=not is_main,
+                                       desc="train", dynamic_ncols=True) as bar:
+      for step in range(start, t.steps):
+        began = time.perf_counter()
+        state, out = step_fn(state, _device_batch(batch, batch_shardings))
+        out = {k: float(v) for k, v in jax.device_get(out).items()}
+        seconds = time.perf_counter() - began
+        if not np.isfinite(out["loss"]) or not np.isfinite(out["grad_norm"]):
+          raise Diverged(f"step {step + 1}: loss {out['loss']}, grad norm {out['grad_norm']}; "
+                         f"stopping. The last good checkpoint is step {ckpts.latest_step()} in "
+                         f"{workdir / 'checkpoints'}")
+        metrics = {"step": step + 1, **out, "lr": float(schedule(step)),
+                   "step_time": seconds, "tokens_per_s": out["tokens"] / seconds,
+                   "mfu": flops / seconds / (peak * jax.device_count())}
+        if is_main:
+          metrics_file.write(json.dumps(metrics) + "\n")
+          metrics_file.flush()
+          if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+            for name, value in metrics.items():
+              if name != "step" and np.isfinite(value):
+                writer.add_scalar(f"train/{name}", value, step + 1)
+          bar.set_postfix(loss=f"{out['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
+          bar.update(1)
+        ckpts.save(step + 1, state, data.get_state(),
+                   force=preemption.requested or step + 1 == t.steps)
+        if preemption.requested:
+          log.warning("SIGTERM: checkpointed step %d, stopping", step + 1)
+          break
+        if step + 1 < t.steps:
+          batch = next(data)
+    ckpts.wait()
+    export = workdir / f"params_step{int(state.step)}"
+    if not preemption.requested and not export.exists():
+      checkpointing.export_params(export, state.params["params"], cfg, exp.data.tokenizer)
+  finally:
+    preemption.restore()
+    ckpts.close()
+    if is_main:
+      metrics_file.close()
+      writer.close()
+    if len(skips):
+      log.warning("data: %s", skips.summary())
+  return metrics

@@ -1,0 +1,35 @@
+"""Next-token cross entropy over supervised slots only (image slots and padding never count).
+
+The loss at slot i predicts tokens[i+1] where loss_mask[i+1]: the last image slot predicts the
+first text token after it, as the reference's `output(h[:, image_words:])`. Sums and counts are
+returned so micro-batches and hosts combine exactly; rows with images and text-only rows are
+also summed apart (the paper's two stage-1 curves).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+
+SUM_KEYS = ("sum", "count", "image_sum", "image_count", "text_sum", "text_count")
+
+
+def loss_sums(logits, batch) -> dict:
+  """{'sum', 'count', 'image_sum', 'image_count', 'text_sum', 'text_count'} (float32 scalars)."""
+  targets = batch["tokens"][:, 1:]
+  weights = (batch["loss_mask"][:, 1:] & batch["valid"][:, 1:]).astype(jnp.float32)
+  per_token = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], targets) * weights
+  has_image = batch["image_mask"].any(axis=1).astype(jnp.float32)[:, None]
+  return {"sum": per_token.sum(), "count": weights.sum(),
+          "image_sum": (per_token * has_image).sum(), "image_count": (weights * has_image).sum(),
+          "text_sum": (per_token * (1 - has_image)).sum(),
+          "text_count": (weights * (1 - has_image)).sum()}
+
+
+def mean_losses(sums: dict) -> dict:
+  """'loss' over all supervised tokens (0 if none), 'loss_image_text' and 'loss_text_only' (NaN
+  when the batch has no such rows)."""
+  ratio = lambda s, c: jnp.where(c > 0, s / jnp.maximum(c, 1), jnp.nan)  # noqa: E731
+  return {"loss": sums["sum"] / jnp.maximum(sums["count"], 1),
+          "loss_image_text": ratio(sums["image_sum"], sums["image_count"]),
+          "loss_text_only": ratio(sums["text_sum"], sums["text_count"])}

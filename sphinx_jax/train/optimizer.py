@@ -1,0 +1,43 @@
+"""The optimizer: AdamW (no decay on norms and biases) with warmup + cosine and global-norm
+clipping. It sees only the trainable subtrees: frozen towers get no gradient, no update and no
+optimizer state (big_vision's frozen schedule, by construction)."""
+from __future__ import annotations
+
+import jax
+import optax
+
+from sphinx_jax.train.config import OptimConfig
+
+NO_DECAY = ("scale", "bias")  # norm weights and biases, as the reference's param groups
+
+
+def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
+  warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio *
+                                                                      total_steps)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.lr, warmup_steps=warmup,
+      decay_steps=max(total_steps, warmup + 1), end_value=cfg.min_lr)
+
+
+def _key(entry) -> str:
+  return str(getattr(entry, "key", getattr(entry, "name", entry)))
+
+
+def decay_mask(params):
+  return jax.tree_util.tree_map_with_path(lambda path, _: _key(path[-1]) not in NO_DECAY, params)
+
+
+def make(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
+  return optax.chain(
+      optax.clip_by_global_norm(cfg.clip_norm),
+      optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2,
+                  weight_decay=cfg.weight_decay, mask=decay_mask))
+
+
+def split(params: dict, trainable: tuple[str, ...]) -> tuple[dict, dict]:
+  """The inner params dict ({'llm':..., 'clip':..., ...}) as (trainable, frozen) subtrees."""
+  unknown = set(trainable) - set(params)
+  if unknown:
+    raise ValueError(f"trainable {sorted(unknown)} not in the model's {sorted(params)}")
+  return ({k: v for k, v in params.items() if k in trainable},
+          {k: v for k, v in params.items() if k not in trainable})

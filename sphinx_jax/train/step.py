@@ -1,0 +1,110 @@
+"""The train state and the jitted, donated, sharded train step (with gradient accumulation)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from sphinx_jax import sharding
+from sphinx_jax.configs import SphinxConfig
+from sphinx_jax.models.sphinx import Sphinx, init_params
+from sphinx_jax.train.loss import SUM_KEYS, loss_sums, mean_losses
+from sphinx_jax.train.optimizer import split
+
+BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "images")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # {'params': {'llm': ..., 'clip': ..., ...}}
+  opt_state: Any  # over the trainable subtrees only
+  rng: jax.Array  # uint32 key data: no op consumes randomness yet, kept for resumable dropout
+
+
+def abstract_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
+                   mesh: Mesh) -> tuple[TrainState, TrainState]:
+  """(abstract TrainState whose leaves carry their shardings, the shardings): nothing allocated."""
+  boxed = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
+  param_shardings = sharding.logical_sharding(nn.get_partition_spec(boxed), mesh)
+  params = nn.unbox(boxed)
+  sharding.check_divisible(params, param_shardings)
+  train, _ = split(params["params"], trainable)
+  train_shardings, _ = split(param_shardings["params"], trainable)
+  opt_state = jax.eval_shape(tx.init, train)
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, opt_state, train_shardings,
+      transform_non_params=lambda _: sharding.replicated(mesh))
+  shardings = TrainState(step=sharding.replicated(mesh), params=param_shardings,
+                         opt_state=opt_shardings, rng=sharding.replicated(mesh))
+  abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                        opt_state=opt_state, rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  return abstract, shardings
+
+
+def init_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...], shardings: TrainState,
+               seed: int = 0, params=None) -> TrainState:
+  """A fresh state straight into its shardings (random params unless `params` is given)."""
+  def init(key, given):
+    p = nn.unbox(init_params(cfg, key)) if given is None else given
+    return TrainState(step=jnp.int32(0), params=p,
+                      opt_state=tx.init(split(p["params"], trainable)[0]),
+                      rng=jax.random.key_data(jax.random.fold_in(key, 1)))
+  return jax.jit(init, out_shardings=shardings)(jax.random.key(seed), params)
+
+
+def batch_shardings(batch: dict, mesh: Mesh) -> dict:
+  """Every batch array sharded on its leading (batch) axis over ('data', 'fsdp')."""
+  return jax.tree.map(lambda x: NamedSharding(mesh, PartitionSpec(
+      ("data", "fsdp"), *([None] * (len(x.shape) - 1)))), batch)
+
+
+def make_train_step(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
+                    micro_batches: int = 1) -> Callable:
+  """(state, batch) -> (state, metrics). The batch is split into `micro_batches` along its rows;
+  gradients of the summed token losses are accumulated and divided by the total token count.
+  Only the trainable subtrees are differentiated; the frozen ones pass through untouched."""
+  model = Sphinx(cfg)
+
+  def sums_and_grads(train, frozen, batch):
+    def loss_fn(t):
+      logits, _ = model.apply({"params": {**t, **frozen}}, batch["tokens"], batch["image_mask"],
+                              batch["images"], kv_mask=batch["valid"])
+      sums = loss_sums(logits, batch)
+      return sums["sum"], sums
+    return jax.grad(loss_fn, has_aux=True)(train)
+
+  def step(state: TrainState, batch: dict):
+    batch = {k: batch[k] for k in BATCH_KEYS}
+    train, frozen = split(state.params["params"], trainable)
+    if micro_batches == 1:
+      grads, sums = sums_and_grads(train, frozen, batch)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape(micro_batches, -1, *x.shape[1:]), batch)
+
+      def accumulate(carry, one):
+        return jax.tree.map(jnp.add, carry, sums_and_grads(train, frozen, one)), None
+
+      start = (jax.tree.map(jnp.zeros_like, train), dict.fromkeys(SUM_KEYS, jnp.float32(0)))
+      (grads, sums), _ = jax.lax.scan(accumulate, start, micro)
+    grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1), grads)
+    updates, opt_state = tx.update(grads, state.opt_state, train)
+    params = {"params": {**optax.apply_updates(train, updates), **frozen}}
+    metrics = {**mean_losses(sums), "grad_norm": optax.global_norm(grads), "tokens": sums["count"]}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return step
+
+
+def jit_train_step(step: Callable, state_shardings: TrainState, batch_sharding: dict,
+                   mesh: Mesh):
+  """jit with explicit in/out shardings; the state is donated."""
+  return jax.jit(step, in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
