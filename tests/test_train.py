@@ -1,0 +1,171 @@
+"""Training: loss goes down, kill -9 + resume is exact, sharding and processes do not change the
+losses, frozen towers stay frozen, and a 13B SPHINX-1k step compiles abstractly."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from sphinx_jax import sharding
+from sphinx_jax.configs import sphinx_preset
+from sphinx_jax.train import config as train_config
+from sphinx_jax.train import optimizer
+from sphinx_jax.train import step as train_step
+from sphinx_jax.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "tiny.py"
+
+
+def _experiment(workdir, *overrides):
+  return train_config.load(CONFIG, [f"workdir={workdir}", *overrides])
+
+
+def _losses(workdir) -> dict[int, float]:
+  """step -> loss; a step run twice (before a kill, again after resume) keeps its last value."""
+  rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["loss"] for r in rows}
+
+
+def _launch(workdir, *extra, env=None) -> subprocess.Popen:
+  return subprocess.Popen(
+      [sys.executable, "-m", "launch", "train", "--config", str(CONFIG),
+       f"--config.workdir={workdir}", *extra],
+      cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, start_new_session=True)
+
+
+def test_loss_decreases_over_50_steps(tmp_path):
+  train(_experiment(tmp_path, "train.steps=50"))
+  losses = _losses(tmp_path)
+  first, last = losses[1], np.mean([losses[s] for s in range(46, 51)])
+  print(f"tiny SPHINX, 50 steps: first loss {first:.3f}, last (mean of 5) {last:.3f}")
+  assert last < 0.6 * first
+  assert (tmp_path / "params_step50" / "config.json").is_file()
+
+
+def test_kill_9_then_resume_is_exact(tmp_path):
+  steps = ["--config.train.steps=30", "--config.train.checkpoint_every=10"]
+  reference = tmp_path / "uninterrupted"
+  assert _launch(reference, *steps).wait() == 0
+  run = tmp_path / "killed"
+  proc = _launch(run, *steps)
+  deadline = time.time() + 600
+  while not (run / "checkpoints" / "10").is_dir() or len(_losses_or_empty(run)) < 12:
+    assert proc.poll() is None and time.time() < deadline, "run ended before step 12"
+    time.sleep(0.2)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  resumed = _launch(run, *steps, "--resume")
+  assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:]
+  want, got = _losses(reference), _losses(run)
+  print("steps 11..30, uninterrupted vs resumed:",
+        [(s, want[s], got[s]) for s in (11, 20, 30)])
+  assert [got[s] for s in range(11, 31)] == [want[s] for s in range(11, 31)]
+
+
+def _losses_or_empty(workdir):
+  return _losses(workdir) if (Path(workdir) / "metrics.jsonl").is_file() else {}
+
+
+def test_one_device_and_eight_devices_give_the_same_losses(tmp_path):
+  meshes = {"one": (1, 1, 1, 1), "eight": (8, 2, 2, 2)}
+  for name, (devices, data, fsdp, tensor) in meshes.items():
+    proc = _launch(tmp_path / name, "--config.train.steps=5", f"--config.train.mesh.data={data}",
+                   f"--config.train.mesh.fsdp={fsdp}", f"--config.train.mesh.tensor={tensor}",
+                   env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
+    assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
+  a, b = _losses(tmp_path / "one"), _losses(tmp_path / "eight")
+  print("1 device vs (2,2,2) mesh:", [(a[s], b[s]) for s in a])
+  assert len(a) == 5 and max(abs(a[s] - b[s]) for s in a) < 1e-5
+
+
+def test_two_processes_equal_one_process(tmp_path):
+  steps = ["--config.train.steps=3", "--config.train.mesh.data=2", "--config.train.mesh.fsdp=2",
+           "--config.train.mesh.tensor=2"]
+  single = _launch(tmp_path / "single", *steps)
+  assert single.wait() == 0, single.stderr.read().decode()[-2000:]
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  procs = [_launch(tmp_path / "multi", *steps, f"--coordinator=127.0.0.1:{port}",
+                   "--num-processes=2", f"--process-id={i}", env=env) for i in range(2)]
+  for p in procs:
+    assert p.wait(timeout=900) == 0, p.stderr.read().decode()[-2000:]
+  a, b = _losses(tmp_path / "single"), _losses(tmp_path / "multi")
+  print("1 process x 8 devices vs 2 processes x 4 devices:", [(a[s], b[s]) for s in a])
+  assert max(abs(a[s] - b[s]) for s in a) < 1e-6
+
+
+def test_frozen_towers_are_bit_identical_and_hold_no_optimizer_state():
+  cfg = sphinx_preset("tiny")
+  trainable = ("llm", "mixer")
+  tx = optimizer.make(train_config.OptimConfig(lr=1e-2, warmup_steps=0), 3)
+  mesh = sharding.make_mesh(sharding.MeshConfig(1, 8, 1))
+  abstract, shardings = train_step.abstract_state(cfg, tx, trainable, mesh)
+  state = train_step.init_state(cfg, tx, trainable, shardings)
+  towers = {k: jax.tree.map(np.asarray, v) for k, v in state.params["params"].items()
+            if k not in trainable}
+  mixer = jax.tree.map(np.asarray, state.params["params"]["mixer"])
+  rng = np.random.default_rng(0)
+  k, t = cfg.image_tokens, 48
+  tokens = rng.integers(3, 512, (8, t)).astype(np.int32)
+  image_mask = np.zeros((8, t), bool)
+  image_mask[:, 1:1 + k] = True
+  batch = {"tokens": tokens, "image_mask": image_mask, "loss_mask": ~image_mask,
+           "valid": np.ones((8, t), bool),
+           "images": {name: rng.standard_normal((8, 1, 1, s, s, 3)).astype(np.float32)
+                      for name, s in cfg.view_sizes.items()}}
+  step = train_step.jit_train_step(train_step.make_train_step(cfg, tx, trainable), shardings,
+                                   train_step.batch_shardings(batch, mesh), mesh)
+  with sharding.use_mesh(mesh):
+    for _ in range(3):
+      state, _ = step(state, batch)
+  for name, before in towers.items():
+    jax.tree.map(np.testing.assert_array_equal, before, state.params["params"][name])
+  assert not all(jax.tree.leaves(jax.tree.map(
+      lambda a, b: np.array_equal(a, np.asarray(b)), mixer, state.params["params"]["mixer"])))
+  owners = {next(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+            for path, _ in jax.tree_util.tree_flatten_with_path(state.opt_state)[0]
+            if any(isinstance(k, jax.tree_util.DictKey) for k in path)}
+  assert owners == set(trainable), owners  # Adam moments exist for the LLM and mixer only
+
+
+@pytest.mark.parametrize("fsdp", [8])
+def test_abstract_compile_of_the_13b_sphinx_1k_step(fsdp):
+  cfg = sphinx_preset("sphinx_1k")
+  cfg = cfg.replace(llm=cfg.llm.replace(param_dtype="float32", dtype="bfloat16",
+                                        remat_policy="full"))
+  trainable = ("llm", "mixer")
+  tx = optimizer.make(train_config.OptimConfig(), 1000)
+  mesh = sharding.make_mesh(sharding.MeshConfig(1, fsdp, 1))
+  abstract, shardings = train_step.abstract_state(cfg, tx, trainable, mesh)
+  rows, length = 8, 2048
+  batch = {"tokens": jax.ShapeDtypeStruct((rows, length), np.int32),
+           "image_mask": jax.ShapeDtypeStruct((rows, length), bool),
+           "loss_mask": jax.ShapeDtypeStruct((rows, length), bool),
+           "valid": jax.ShapeDtypeStruct((rows, length), bool),
+           "images": {k: jax.ShapeDtypeStruct((rows, 1, 5, s, s, 3), np.float32)
+                      for k, s in cfg.view_sizes.items()}}
+  step = train_step.jit_train_step(train_step.make_train_step(cfg, tx, trainable), shardings,
+                                   train_step.batch_shardings(batch, mesh), mesh)
+  start = time.perf_counter()
+  with sharding.use_mesh(mesh):
+    compiled = step.lower(abstract, batch).compile()
+  memory = compiled.memory_analysis()
+  total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+           + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+  n_params = sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params))
+  print(f"SPHINX-1k 13B train step, fsdp {fsdp}, batch {rows}x{length}: {n_params / 1e9:.1f}B "
+        f"params; compiled in {time.perf_counter() - start:.0f}s; per device: arguments "
+        f"{memory.argument_size_in_bytes / 2**30:.1f} GiB, temp {memory.temp_size_in_bytes / 2**30:.1f}"
+        f" GiB, total {total / 2**30:.1f} GiB")
+  assert n_params > 13e9 and total > 0
