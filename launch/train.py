@@ -26,8 +26,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def initialize_distributed(args: argparse.Namespace) -> None:
   import jax
   if args.coordinator:
-    if jax.default_backend() == "cpu":
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used by CPU backends only
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "TPU_WORKER_HOSTNAMES" in os.environ:
     jax.distributed.initialize()

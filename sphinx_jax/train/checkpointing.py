@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import SphinxConfig
@@ -52,10 +50,8 @@ def _jsonable(data_state: dict) -> dict:
 def export_params(dst: str | Path, params: dict, cfg: SphinxConfig,
                   tokenizer: str | Path | None) -> Path | None:
   """A params-only checkpoint (the layout `launch convert` writes), for inference and mixing.
-  With several processes, leaves are gathered and process 0 writes."""
-  if jax.process_count() > 1:
-    params = jax.tree.map(multihost_utils.process_allgather, params)
-    if jax.process_index() != 0:
-      return None
+  An existing `dst` is kept (a finished run resumed again)."""
+  if Path(dst).exists():
+    return None
   return params_io.write(dst, params_io.disk_parts(params), {"model": "sphinx", **cfg.to_dict()},
                          tokenizer)

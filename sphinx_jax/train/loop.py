@@ -145,9 +145,12 @@ def train(exp: Experiment, resume: bool = False) -> dict:
         if step + 1 < t.steps:
           batch = next(data)
     ckpts.wait()
-    export = workdir / f"params_step{int(state.step)}"
-    if not preemption.requested and not export.exists():
-      checkpointing.export_params(export, state.params["params"], cfg, exp.data.tokenizer)
+    if jax.process_count() > 1:  # an Orbax save of host arrays from one process hangs the others
+      log.warning("multi-process run: no params export; the checkpoint in %s holds the params",
+                  workdir / "checkpoints")
+    elif not preemption.requested:
+      checkpointing.export_params(workdir / f"params_step{int(state.step)}",
+                                  state.params["params"], cfg, exp.data.tokenizer)
   finally:
     preemption.restore()
     ckpts.close()
