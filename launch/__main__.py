@@ -4,8 +4,9 @@ import logging
 import sys
 
 from launch import chat, convert, data, train
+from launch import eval as evaluate
 
-COMMANDS = {"train": train, "convert": convert, "chat": chat, "data": data}
+COMMANDS = {"train": train, "convert": convert, "chat": chat, "data": data, "eval": evaluate}
 
 
 def main(argv=None) -> int:

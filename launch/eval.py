@@ -1,0 +1,56 @@
+"""`eval --checkpoint DIR --benchmark NAME --data DIR`: score a SPHINX checkpoint on a benchmark.
+
+Reads the benchmark's released files under --data (see sphinx_jax/eval/formats_*.py for each
+layout), asks every question in the conv_v1_2 template with the reference's evaluation prompt,
+decodes greedily in batches sharded over all devices, appends each answer to
+OUT/predictions.jsonl as its batch finishes and writes OUT/summary.json. Rerunning the same
+command resumes: finished samples are not recomputed.
+"""
+import argparse
+import json
+from pathlib import Path
+
+HELP = "evaluate a SPHINX checkpoint on a benchmark (resumable; predictions + summary)"
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+  from sphinx_jax.eval.benchmarks import BENCHMARKS
+  parser.add_argument("--checkpoint", type=Path, required=True,
+                      help="a directory written by `launch convert accessory` or by training")
+  parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+  parser.add_argument("--data", type=Path, required=True, help="the benchmark's files")
+  parser.add_argument("--out", type=Path, default=None,
+                      help="output folder (default: eval_results/<benchmark>-<split>[-<k>shot])")
+  parser.add_argument("--split", default=None, help="split / file to evaluate "
+                      "(default per benchmark, e.g. val2014 for vqav2, test for coco_captions)")
+  parser.add_argument("--limit", type=int, default=None, help="only the first N samples")
+  parser.add_argument("--batch-size", type=int, default=8,
+                      help="prompts per call, rounded up to a multiple of the devices")
+  parser.add_argument("--shots", type=int, default=0,
+                      help="coco_captions: in-context demonstrations per query (0/4/8/16)")
+  parser.add_argument("--seed", type=int, default=0, help="demonstration sampling seed")
+  parser.add_argument("--max-new-tokens", type=int, default=None,
+                      help="override the benchmark's generation budget")
+  parser.add_argument("--dtype", default=None, help="compute/param dtype, e.g. bfloat16")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+  from sphinx_jax import Sphinx
+  from sphinx_jax.checkpoints.params_io import read_config
+  from sphinx_jax.eval.benchmarks import BENCHMARKS
+  from sphinx_jax.eval.runner import evaluate
+  read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
+  if not args.data.is_dir():
+    raise FileNotFoundError(f"{args.data}: no such data directory")
+  split = args.split or BENCHMARKS[args.benchmark].split
+  out = args.out or Path("eval_results") / "-".join(
+      [args.benchmark] + ([split] if split else []) + ([f"{args.shots}shot"] if args.shots else []))
+  model = Sphinx.from_pretrained(args.checkpoint, dtype=args.dtype)
+  summary = evaluate(model, args.benchmark, args.data, out, split=args.split, limit=args.limit,
+                     batch_size=args.batch_size, shots=args.shots, seed=args.seed,
+                     max_new_tokens=args.max_new_tokens,
+                     checkpoint=str(args.checkpoint.resolve()), progress=not args.no_progress)
+  print(json.dumps(summary, indent=1))
+  print(f"predictions: {out / 'predictions.jsonl'}  summary: {out / 'summary.json'}")
+  return 0

@@ -1,0 +1,84 @@
+"""The benchmark table: name -> adapter, metric, generation budget, default split, exports.
+
+Budgets (max new tokens) are LLaMA2-Accessory's (annotation_config.json): 10 for short answers,
+multiple choice and yes/no, 20 for OCR-VQA, 30 for REC; 20 for captions (the few-shot
+harness's); 512 for free-form answers (Accessory's MM-Vet script).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Callable
+
+from sphinx_jax.eval import (choice, cider, formats_choice, formats_other, formats_vqa, rec, vqa,
+                             yesno)
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+  """`read(root, split, shots=, seed=)` -> samples; `score(records)` -> summary metrics;
+  `export(records, out_dir)` writes files for an external judge or server."""
+
+  read: Callable
+  score: Callable[[list[dict]], dict]
+  max_new_tokens: int
+  split: str | None = None
+  export: Callable[[list[dict], Path], None] | None = None
+  in_context: bool = False
+
+
+def _free_form(records: list[dict]) -> dict:
+  return {"samples": len(records),
+          "note": "free-form answers: judge them externally (see the exported file)"}
+
+
+def _export_llava_bench(records: list[dict], out: Path) -> None:
+  """LLaVA's answer-file format, for its GPT-4 review script."""
+  with open(out / "answers.jsonl", "w") as f:
+    for r in records:
+      f.write(json.dumps({"question_id": int(r["id"]) if r["id"].isdigit() else r["id"],
+                          "prompt": r["question"], "text": r["prediction"],
+                          "model_id": "sphinx-jax", "metadata": {}}) + "\n")
+
+
+def _export_mmvet(records: list[dict], out: Path) -> None:
+  """MM-Vet's results format {id: answer}, for its GPT-4 grader."""
+  (out / "results.json").write_text(json.dumps({r["id"]: r["prediction"] for r in records},
+                                               indent=1))
+
+
+def _rec(name: str) -> Benchmark:
+  return Benchmark(functools.partial(formats_other.read_rec, dataset=name), rec.accuracy, 30,
+                   "val")
+
+
+_VQA = functools.partial(vqa.summarize, score=vqa.vqa_accuracy)
+_EXACT = functools.partial(vqa.summarize, score=vqa.exact_match)
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "vqav2": Benchmark(formats_vqa.read_vqa, _VQA, 10, "val2014"),
+    "okvqa": Benchmark(formats_vqa.read_vqa, _VQA, 10, "val2014"),
+    "gqa": Benchmark(formats_vqa.read_gqa, _EXACT, 10, "testdev_balanced"),
+    "vizwiz": Benchmark(formats_vqa.read_vizwiz, _VQA, 10, "val"),
+    "textvqa": Benchmark(formats_vqa.read_textvqa, _VQA, 10, "val"),
+    "textvqa_ocr": Benchmark(functools.partial(formats_vqa.read_textvqa, ocr=True), _VQA, 10,
+                             "val"),
+    "ocrvqa": Benchmark(formats_vqa.read_ocrvqa, _EXACT, 20, "test"),
+    "scienceqa": Benchmark(formats_choice.read_scienceqa,
+                           functools.partial(choice.accuracy, by="subject"), 10, "test"),
+    "seed": Benchmark(formats_choice.read_seed,
+                      functools.partial(choice.accuracy, by="question_type"), 10),
+    "mmbench": Benchmark(formats_choice.read_mmbench, choice.circular, 10),
+    "pope": Benchmark(formats_other.read_pope, yesno.pope, 10),
+    "mme": Benchmark(formats_other.read_mme, yesno.mme, 10),
+    "refcoco": _rec("refcoco"),
+    "refcoco+": _rec("refcoco+"),
+    "refcocog": _rec("refcocog"),
+    "coco_captions": Benchmark(formats_other.read_coco, cider.coco_cider, 20, "test",
+                               in_context=True),
+    "llava_bench": Benchmark(formats_other.read_llava_bench, _free_form, 512,
+                             export=_export_llava_bench),
+    "mmvet": Benchmark(formats_other.read_mmvet, _free_form, 512, export=_export_mmvet),
+}

@@ -1,0 +1,175 @@
+"""Running a benchmark: samples -> batched greedy generation -> predictions.jsonl -> summary.json.
+
+Each finished batch is appended to `predictions.jsonl` (one record per sample: id, prediction,
+reference, question, the adapter's metadata) and synced, so an interrupted run loses at most the
+batch in flight: a rerun with the same settings skips every id already there (a truncated last
+line, from a kill mid-write, is dropped) and computes the rest. The summary is computed from the
+whole file at the end, so it is the same whether the run was interrupted or not. `run.json`
+records the settings; resuming with different ones is refused, since the records would mix.
+Prompt shapes are fixed for the whole run (the longest prompt, bucketed), so it compiles once.
+With several processes (multi-host), all run the same batches and only process 0 writes files.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from sphinx_jax import sharding
+from sphinx_jax.eval import prompts
+from sphinx_jax.eval.benchmarks import BENCHMARKS
+from sphinx_jax.eval.generation import Prompt, generate_batch, padded_length, stop_ids
+from sphinx_jax.eval.samples import Sample, load_image
+
+PREDICTIONS, SUMMARY, RUN = "predictions.jsonl", "summary.json", "run.json"
+log = logging.getLogger(__name__)
+
+
+def evaluate(model, name: str, data: str | os.PathLike, out: str | os.PathLike, *,
+             split: str | None = None, limit: int | None = None, batch_size: int = 8,
+             shots: int = 0, seed: int = 0, max_new_tokens: int | None = None,
+             checkpoint: str | None = None, progress: bool = True) -> dict:
+  """Run benchmark `name` on the files in `data` with `model` (an `inference.Sphinx`), writing
+  predictions and the summary into `out`; returns the summary."""
+  if name not in BENCHMARKS:
+    raise ValueError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
+  bench = BENCHMARKS[name]
+  if shots and not bench.in_context:
+    raise ValueError(f"{name}: in-context shots are for coco_captions only")
+  if model.tokenizer is None:
+    raise ValueError("this checkpoint has no tokenizer.model: evaluation needs one")
+  split = split or bench.split
+  samples = bench.read(Path(data), split, shots=shots, seed=seed)[:limit]
+  if not samples:
+    raise ValueError(f"{data}: no {name} samples (split {split})")
+  if len({s.id for s in samples}) != len(samples):
+    raise ValueError(f"{data}: {name} sample ids are not unique")
+  budget = max_new_tokens or bench.max_new_tokens
+  out = Path(out)
+  if _writer():
+    out.mkdir(parents=True, exist_ok=True)
+  _check_run(out / RUN, {"benchmark": name, "split": split, "shots": shots, "seed": seed,
+                         "max_new_tokens": budget, "checkpoint": checkpoint})
+  done = load_predictions(out / PREDICTIONS)
+  pending = [s for s in samples if s.id not in done]
+  if pending:
+    _generate_all(model, pending, samples, out / PREDICTIONS, done, budget, batch_size, name,
+                  progress)
+  records = [done[s.id] for s in samples]
+  summary = {"benchmark": name, "split": split, "shots": shots, "samples": len(records),
+             **bench.score(records)}
+  if _writer():
+    _write_atomic(out / SUMMARY, json.dumps(summary, indent=1))
+    if bench.export is not None:
+      bench.export(records, out)
+  return summary
+
+
+def _writer() -> bool:
+  return jax.process_index() == 0
+
+
+def _generate_all(model, pending, samples, path, done, budget, batch_size, name, progress):
+  tokenizer, k = model.tokenizer, model.config.image_tokens
+  lengths = [prompts.length(prompts.chunks(tokenizer, s), k) for s in samples]
+  longest = int(np.argmax(lengths))
+  if lengths[longest] + budget > model.config.llm.max_seq_len:
+    raise ValueError(f"sample {samples[longest].id}: prompt ({lengths[longest]} positions with "
+                     f"images) + {budget} new tokens exceeds max_seq_len "
+                     f"{model.config.llm.max_seq_len}")
+  multiple = sharding.batch_multiple(model.mesh)
+  rows = -(-max(batch_size, 1) // multiple) * multiple
+  shapes = {"rows": rows, "length": padded_length(lengths[longest]), "max_new_tokens": budget,
+            "n_images": max(len(s.images) for s in samples), "stops": (stop_ids(tokenizer),),
+            "eos_id": tokenizer.eos_id}
+  writer = _writer()
+  if writer:
+    (path.parent / SUMMARY).unlink(missing_ok=True)  # never a stale summary beside partial work
+  batches = [pending[i:i + rows] for i in range(0, len(pending), rows)]
+  bar = tqdm(total=len(samples), initial=len(samples) - len(pending), desc=name,
+             disable=not (progress and writer))
+  with open(path if writer else os.devnull, "a") as f, ThreadPoolExecutor(1) as pool:
+    ahead = pool.submit(_prepare, model, batches[0])
+    for i, batch in enumerate(batches):
+      ready = ahead.result()
+      if i + 1 < len(batches):  # load and preprocess the next batch while this one decodes
+        ahead = pool.submit(_prepare, model, batches[i + 1])
+      for sample, ids in zip(batch, generate_batch(model, ready, **shapes)):
+        done[sample.id] = _record(sample, tokenizer.decode(ids))
+        f.write(json.dumps(done[sample.id]) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+      bar.update(len(batch))
+  bar.close()
+
+
+def _prepare(model, batch: list[Sample]) -> list[Prompt]:
+  out = []
+  for sample in batch:
+    tokens, mask = prompts.layout(prompts.chunks(model.tokenizer, sample),
+                                  model.config.image_tokens)
+    views = [model.preprocess(load_image(ref)) for ref in sample.images]
+    images = {k: np.stack([v[k] for v in views]) for k in views[0]} if views else None
+    out.append(Prompt(tokens, mask, images))
+  return out
+
+
+def _record(sample: Sample, text: str) -> dict:
+  """The answer as the reference cuts it (at the '###' separator, stripped), with what the
+  metric needs."""
+  return {"id": sample.id, "prediction": text.split("###")[0].strip(),
+          "reference": sample.reference, "question": sample.question, **sample.meta}
+
+
+def load_predictions(path: Path) -> dict[str, dict]:
+  """Finished records by id; a truncated last line is dropped from the file (a kill mid-write),
+  any other unreadable line is an error naming it."""
+  if not path.exists():
+    return {}
+  data = path.read_bytes()
+  records, good, start = {}, 0, 0
+  lines = data.split(b"\n")
+  for number, line in enumerate(lines, 1):
+    end = min(start + len(line) + 1, len(data))
+    if line.strip():
+      try:
+        record = json.loads(line)
+      except ValueError:
+        if number < len(lines):
+          raise ValueError(f"{path}:{number}: unreadable record; remove the line to resume")
+        log.warning("%s: dropping a truncated last line (%d bytes)", path, len(line))
+        break
+      if "id" not in record:
+        raise ValueError(f"{path}:{number}: record without an 'id'")
+      records[record["id"]] = record
+    good = start = end
+  if _writer():
+    with open(path, "r+b") as f:
+      f.truncate(good)
+      if good and data[good - 1:good] != b"\n":
+        f.seek(good)
+        f.write(b"\n")
+  return records
+
+
+def _check_run(path: Path, settings: dict) -> None:
+  if path.exists():
+    old = json.loads(path.read_text())
+    if old != settings:
+      diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+      raise ValueError(f"{path}: this folder holds a run with other settings {diff} "
+                       f"(was, now); use another --out or delete it")
+  elif _writer():
+    _write_atomic(path, json.dumps(settings, indent=1))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)

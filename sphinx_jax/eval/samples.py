@@ -1,0 +1,103 @@
+"""What a benchmark adapter yields, and the file helpers the adapters share.
+
+An adapter turns a benchmark's own files into `Sample`s: an id, the images (paths, or data
+inlined in the annotation file), the question as the model sees it, the reference the metric
+needs, and metadata written next to each prediction (so scores are recomputed from the
+predictions file alone). Errors name the file and record.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+
+@dataclasses.dataclass(frozen=True)
+class Inline:
+  """An image stored inside an annotation file (MMBench's base64 column); `source` names it."""
+
+  data: str
+  source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  """One prompt. `question` is the last human turn; `history` holds earlier (question, answer)
+  turns (in-context demonstrations); with several images each question carries an IMAGE marker
+  where its image goes. `answer_prefix` starts the assistant's answer (ScienceQA's)."""
+
+  id: str
+  images: tuple[Path | Inline, ...]
+  question: str
+  reference: Any = None
+  meta: dict = dataclasses.field(default_factory=dict)
+  history: tuple[tuple[str, str], ...] = ()
+  answer_prefix: str = ""
+
+
+def load_image(ref: Path | Inline) -> Image.Image:
+  """RGB image of a path or inline data; a missing or unreadable one is a one-line error."""
+  try:
+    if isinstance(ref, Inline):
+      source = io.BytesIO(base64.b64decode(ref.data))
+    else:
+      source = ref
+    with Image.open(source) as image:
+      image.load()
+      return image.convert("RGB")
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{ref}: no such image file") from None
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    name = ref.source if isinstance(ref, Inline) else ref
+    raise ValueError(f"{name}: not a readable image ({e})") from None
+
+
+def read_json(path: Path) -> Any:
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{path}: no such file") from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+  out = []
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    if line.strip():
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
+  return out
+
+
+def find_one(root: Path, pattern: str, required: bool = True) -> Path | None:
+  """The single file matching `pattern` in `root` or one folder below (VizWiz's Annotations/)."""
+  found = sorted({*root.glob(pattern), *root.glob(f"*/{pattern}")})
+  if len(found) > 1:
+    raise ValueError(f"{root}: several files match {pattern!r}: {[str(f) for f in found]}; "
+                     f"pass --split to choose, or keep one")
+  if not found and required:
+    raise FileNotFoundError(f"{root}: no file matches {pattern!r}")
+  return found[0] if found else None
+
+
+def image_dir(root: Path, subdirs: list[str], probe: str) -> Path:
+  """The first of `root/<subdir>` that holds the image `probe` (a benchmark's first image)."""
+  for sub in subdirs:
+    if (root / sub / probe).is_file():
+      return root / sub
+  tried = ", ".join(str(root / s / probe) for s in subdirs)
+  raise FileNotFoundError(f"image {probe} not found; tried {tried}")
+
+
+def field(record: dict, key: str, where: str) -> Any:
+  if key not in record:
+    raise ValueError(f"{where}: no {key!r} field")
+  return record[key]

@@ -1,0 +1,232 @@
+"""Evaluation metrics on fixture predictions, against hand-checked values (no model)."""
+import math
+
+import numpy as np
+import pytest
+
+from sphinx_jax.eval import choice, cider, rec, vqa, yesno
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Two", "2"), ("the two dogs", "2 dogs"), ("an apple", "apple"), ("none", "0"),  # numbers,
+    ("Ten", "10"), ("eleven", "eleven"),                                            # articles
+    ("dont", "don't"), ("isnt it", "isn't it"), ("Im", "im"),                        # contractions
+    ("somebody'd", "somebodyd"),                        # the official table's own reversed entry
+    ("yes!", "yes"), ("hot-dog", "hot dog"), ("hot - dog", "hot dog"),              # punctuation
+    ("red,blue", "red blue"), ("1,000", "1000"), ("1, 2", "1 2"),
+    ("(the) cat", "cat"), ("a/b", "b"),        # '/' becomes a space, then 'a' is an article
+    ("3.5", "3.5"), ("end.", "end"), ("mr. smith", "mr smith"), ("e.g.", "eg"),     # periods
+    ("YES", "yes"), ("  left  side ", "left side"),
+])
+def test_vqa_normalisation(text, expected):
+  assert vqa.normalize(text) == expected
+
+
+def test_vqa_normalisation_strips_at_most_32_periods():
+  # the official script passes re.UNICODE (32) as re.sub's count
+  assert vqa.normalize("." * 40 + "x") == "........x"
+
+
+def test_vqa_accuracy_averages_leave_one_out_subsets():
+  def answers(k):
+    return ["red"] * k + ["blue"] * (10 - k)
+  # k humans said "red": each of the 10 subsets of 9 holds k or k-1 of them.
+  assert vqa.vqa_accuracy("red", answers(1)) == pytest.approx(9 * (1 / 3) / 10)          # 0.3
+  assert vqa.vqa_accuracy("red", answers(2)) == pytest.approx((2 / 3 + 8 * 2 / 3) / 10)  # 0.6
+  assert vqa.vqa_accuracy("red", answers(3)) == pytest.approx((3 * 2 / 3 + 7) / 10)      # 0.9
+  assert vqa.vqa_accuracy("red", answers(4)) == 1.0
+  assert vqa.vqa_accuracy("green", answers(4)) == 0.0
+  # the prediction is normalised; answers are when the humans disagree
+  assert vqa.vqa_accuracy("Two.", ["2"] * 10) == 1.0
+  assert vqa.vqa_accuracy("a Dog", ["dog", "Dog", "the dog", "A dog."] + ["cat"] * 6) == 1.0
+  # unanimous answers are compared as written (official), so only already-normal ones match
+  assert vqa.vqa_accuracy("yes", ["Yes"] * 10) == 0.0
+  # VizWiz: 'Unanswerable' against the humans' 'unanswerable'
+  assert vqa.vqa_accuracy("Unanswerable", ["unanswerable"] * 10) == 1.0
+
+
+def test_vqa_summary_per_answer_type_and_exact_match():
+  records = [{"prediction": "red", "reference": ["red"] * 10, "answer_type": "other"},
+             {"prediction": "no", "reference": ["yes"] * 10, "answer_type": "yes/no"},
+             {"prediction": "2", "reference": None}]
+  summary = vqa.summarize(records, vqa.vqa_accuracy)
+  assert summary == {"scored": 2, "accuracy": 50.0,
+                     "per_answer_type": {"other": 100.0, "yes/no": 0.0}}
+  assert vqa.exact_match("Cat.", "cat") == 1.0 and vqa.exact_match(" U.S.A ", "usa") == 1.0
+  assert vqa.exact_match("cats", "cat") == 0.0
+
+
+OPTIONS = {"A": "dog", "B": "cat", "C": "bird", "D": "fish"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("B", "B"), ("B. cat", "B"), ("(C)", "C"), ("C)", "C"), ("The answer is D.", "D"),
+    ("I think it is C", "C"), ("A", "A"),
+    ("A cat sits on the mat", "B"),      # 'A' is an article here: matched by the option's text
+    ("fish", "D"), ("none of them", None), ("E", None), ("B or C", None),
+])
+def test_letter_extraction(text, expected):
+  assert choice.extract_letter(text, OPTIONS) == expected
+
+
+def test_rotation_and_circular_scoring():
+  options, letter = choice.rotate(["a", "b", "c", "d"], 2, 1)  # answer 'c', shifted left once
+  assert options == {"A": "b", "B": "c", "C": "d", "D": "a"} and letter == "B"
+  assert choice.rotate(["yes", "no"], 1, 1) == ({"A": "no", "B": "yes"}, "A")
+
+  def record(group, shift, answer, said, category="x"):
+    return {"group": group, "shift": shift, "reference": answer, "prediction": said,
+            "options": OPTIONS, "category": category}
+  records = [record(1, s, "ABCD"[s], "ABCD"[s]) for s in range(4)]       # all 4 shifts right
+  records += [record(2, s, "B", "B" if s != 3 else "A", "y") for s in range(4)]  # one wrong
+  records += [record(3, 0, "C", "C", "y"), record(3, 1, "D", "no idea", "y")]    # unparsed
+  out = choice.circular(records)
+  assert out["questions"] == 3
+  assert out["circular_accuracy"] == pytest.approx(100 / 3)
+  assert out["single_pass_accuracy"] == 100.0  # every shift-0 answer is right
+  assert out["per_category"] == {"x": 100.0, "y": 0.0}
+  plain = choice.accuracy(records, by="category")
+  assert plain["accuracy"] == pytest.approx(100 * 8 / 10) and plain["unparsed"] == 1
+
+
+def test_pope_parsing_and_metrics():
+  texts = ["Yes, there is a cat.", "No.", "There is not a cat.", "I don't know", "Nope"]
+  assert [yesno.pope_label(t) for t in texts] == ["yes", "no", "no", "yes", "yes"]
+  labels = ["yes", "no", "no", "yes", "no"]
+  # TP 2 (0, 3), FP 1 (4), TN 2 (1, 2), FN 0
+  out = yesno.pope_metrics([yesno.pope_label(t) for t in texts], labels)
+  assert out == pytest.approx({"samples": 5, "accuracy": 80.0, "precision": 200 / 3,
+                               "recall": 100.0, "f1": 80.0, "yes_ratio": 60.0})
+  records = [{"prediction": t, "reference": y, "category": "random" if i < 3 else "popular"}
+             for i, (t, y) in enumerate(zip(texts, labels))]
+  summary = yesno.pope(records)
+  assert set(summary) == {"random", "popular", "all"} and summary["all"]["f1"] == 80.0
+  assert summary["random"]["accuracy"] == 100.0
+
+
+def test_mme_acc_plus_and_totals():
+  assert [yesno.mme_label(t) for t in ["Yes", "no", "Yes, it is.", "Not sure", "maybe"]] == \
+      ["yes", "no", "yes", "no", "other"]
+
+  def record(task, image, said, truth):
+    return {"subtask": task, "image": image, "prediction": said, "reference": truth}
+  records = [record("artwork", "a1", "Yes", "Yes"), record("artwork", "a1", "No", "No"),
+             record("artwork", "a2", "Yes", "Yes"), record("artwork", "a2", "Yes", "No"),
+             record("count", "c1", "maybe", "Yes"), record("count", "c1", "No", "No"),
+             record("code_reasoning", "p1", "no", "No"), record("code_reasoning", "p1", "yes",
+                                                                "Yes")]
+  out = yesno.mme(records)
+  # artwork: 3/4 questions, 1/2 images with both right -> 75 + 50; count: 1/2 and 0/1
+  assert out["subtasks"]["artwork"] == {"acc": 75.0, "acc_plus": 50.0, "score": 125.0}
+  assert out["subtasks"]["count"] == {"acc": 50.0, "acc_plus": 0.0, "score": 50.0}
+  assert out["perception"] == 175.0 and out["cognition"] == 200.0 and out["total"] == 375.0
+  with pytest.raises(ValueError, match="not MME's"):
+    yesno.mme([record("nonsense", "x", "yes", "Yes")])
+
+
+def test_rec_boxes_from_the_padded_square():
+  # 200 x 100 image: the square is 200 x 200 with 50 rows of padding above
+  box = [20.0, 10.0, 100.0, 70.0]
+  assert rec.iou("<p>dog</p>[0.10,0.30,0.50,0.60]", box, 200, 100) == pytest.approx(1.0)
+  assert rec.iou("[0.20, 0.30, 0.60, 0.60]", box, 200, 100) == pytest.approx(0.6)  # 3600/6000
+  assert rec.iou("[0.30,0.30,0.70,0.60]", box, 200, 100) == pytest.approx(1 / 3)   # 2400/7200
+  assert rec.iou("[0, 0.3, 1, 0.6] and [0.1,0.3,0.5,0.6]", box, 200, 100) == pytest.approx(0.4)
+  assert rec.parse_box("no box here") is None and rec.iou("no box", box, 200, 100) == 0.0
+  # portrait 100 x 201: 50 columns of padding on the left ((201 - 100) // 2)
+  assert rec.iou("[0.30,0.10,0.70,0.90]", [10.3, 20.1, 90.7, 180.9], 100, 201) == \
+      pytest.approx(1.0)
+  records = [{"prediction": p, "reference": box, "width": 200, "height": 100} for p in
+             ["[0.10,0.30,0.50,0.60]", "[0.20,0.30,0.60,0.60]", "[0.30,0.30,0.70,0.60]", "x"]]
+  out = rec.accuracy(records)
+  assert out["acc@0.5"] == 50.0 and out["unparsed"] == 1
+
+
+def test_rec_matches_the_reference_formulation():
+  """Accessory shifts the ground truth into the square and scales the answer by the max edge."""
+  rng = np.random.RandomState(0)
+  for _ in range(50):
+    w, h = rng.randint(10, 400, 2)
+    side = max(w, h)
+    pred = np.sort(rng.rand(2, 2), axis=0).T.reshape(-1)[[0, 2, 1, 3]]  # x1 y1 x2 y2 in [0, 1]
+    gt = [rng.rand() * w / 2, rng.rand() * h / 2, w / 2 + rng.rand() * w / 2,
+          h / 2 + rng.rand() * h / 2]
+    dx, dy = (side - w) // 2, (side - h) // 2
+    theirs = rec.box_iou(pred * side, [gt[0] + dx, gt[1] + dy, gt[2] + dx, gt[3] + dy])
+    text = "[" + ",".join(f"{v:.17f}" for v in pred) + "]"
+    assert rec.iou(text, gt, w, h) == pytest.approx(theirs, abs=1e-9)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A man riding a wave on top of a surfboard.", "a man riding a wave on top of a surfboard"),
+    ("Don't the dog's black-and-white toy (3.5 m)?",
+     "do n't the dog 's black-and-white toy 3.5 m"),
+    ('A "red" car -- parked...', "a red car parked"),
+    ("It's 3 o'clock; two cats, one dog!", "it 's 3 o'clock two cats one dog"),
+])
+def test_ptb_tokenize(text, expected):
+  assert cider.ptb_tokenize(text) == expected
+
+
+def test_cider_hand_checked():
+  # idf of every n-gram here is ln 2 (2 images; df 1, or 0 for unseen n-grams: max(1, df)).
+  # image 1: candidate = its only reference -> cosine 1 for n = 1, 2, empty n = 3, 4:
+  #          10 * mean(1, 1, 0, 0) = 5.
+  # image 2: "c e" vs "c d": n = 1 -> (ln2^2) / (sqrt2 ln2)^2 = 1/2, n = 2 -> 0: 10 * 0.5/4.
+  scores = cider.cider_d(["a b", "c e"], [["a b"], ["c d"]])
+  assert scores == pytest.approx([5.0, 1.25])
+  records = [{"prediction": "A b.", "reference": ["a b"]},
+             {"prediction": "c, e", "reference": ["c d"]}]
+  assert cider.coco_cider(records) == {"scored": 2, "cider": pytest.approx(312.5)}
+
+
+def _cider_dense(cands: list[str], refs: list[list[str]]) -> float:
+  """CIDEr-D straight from the formula, dense vectors per n-gram order (independent of
+  `cider.cider_d`): w = tf * (ln N - ln max(1, df)), clipped cosine, Gaussian length penalty on
+  the number of bigrams (pycocoevalcap's 'length'), mean over n, mean over refs, x10."""
+  def grams(words, n):
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+  total = 0.0
+  for cand, rs in zip(cands, refs):
+    score = 0.0
+    for ref in rs:
+      cw, rw = cand.split(), ref.split()
+      penalty = math.exp(-((max(len(cw) - 1, 0) - max(len(rw) - 1, 0)) ** 2) / 72)
+      for n in range(1, 5):
+        vocab = sorted(set(grams(cw, n)) | set(grams(rw, n)))
+        if not vocab:
+          continue
+        df = np.array([sum(any(g in grams(r.split(), n) for r in rr) for rr in refs)
+                       for g in vocab], float)
+        idf = math.log(len(cands)) - np.log(np.maximum(df, 1.0))
+        c = np.array([grams(cw, n).count(g) for g in vocab]) * idf
+        r = np.array([grams(rw, n).count(g) for g in vocab]) * idf
+        dot = float(np.sum(np.minimum(c, r) * r))
+        norms = np.linalg.norm(c) * np.linalg.norm(r)
+        score += (dot / norms if norms else dot) * penalty / 4
+    total += 10 * score / len(rs)
+  return total / len(cands)
+
+
+def test_cider_on_five_images_matches_the_formula():
+  records = [
+      {"prediction": "A man riding a wave on a surfboard.",
+       "reference": ["A man riding a wave on top of a surfboard.", "A surfer rides a big wave.",
+                     "Man on a surfboard in the ocean."]},
+      {"prediction": "Two dogs playing in the grass.",
+       "reference": ["Two dogs play on the grass.", "A pair of dogs running in a field.",
+                     "Dogs playing in green grass."]},
+      {"prediction": "A plate of food.",
+       "reference": ["A plate topped with meat and vegetables.", "A white plate of food.",
+                     "Dinner on a plate with a fork."]},
+      {"prediction": "A red bus on the street.",
+       "reference": ["A red double decker bus driving down a street.",
+                     "A bus parked on the side of the road.", "Red bus in a city street."]},
+      {"prediction": "A cat sleeping on a couch.",
+       "reference": ["A cat curled up asleep on a sofa.", "A grey cat sleeping on a couch.",
+                     "The cat is napping on the couch."]},
+  ]
+  cands = [cider.ptb_tokenize(r["prediction"]) for r in records]
+  refs = [[cider.ptb_tokenize(c) for c in r["reference"]] for r in records]
+  expected = _cider_dense(cands, refs)
+  assert cider.coco_cider(records)["cider"] == pytest.approx(100 * expected, rel=1e-12)
+  assert 0 < expected < 10
