@@ -169,3 +169,15 @@ def test_abstract_compile_of_the_13b_sphinx_1k_step(fsdp):
         f"{memory.argument_size_in_bytes / 2**30:.1f} GiB, temp {memory.temp_size_in_bytes / 2**30:.1f}"
         f" GiB, total {total / 2**30:.1f} GiB")
   assert n_params > 13e9 and total > 0
+
+
+@pytest.mark.parametrize("name", ["stage1_real", "stage1_synthetic", "stage2", "finetune", "tiny"])
+def test_experiment_configs_load_and_override(name):
+  exp = train_config.load(ROOT / "configs" / f"{name}.py", ["train.steps=7", "workdir=/tmp/x"])
+  assert exp.train.steps == 7 and exp.workdir == "/tmp/x"
+  model = sphinx_preset(exp.train.model) if exp.train.init_from is None else None
+  if model is not None:
+    assert (model.view_plan, model.image_tokens) == (exp.data.view_plan,
+                                                     exp.data.tokens_per_image)
+  with pytest.raises(ValueError, match="no config field 'stepz'"):
+    train_config.load(ROOT / "configs" / f"{name}.py", ["train.stepz=7"])

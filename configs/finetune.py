@@ -1,0 +1,16 @@
+"""Fine-tuning a converted release on your own dialogs (LLaMA2-Accessory / LLaVA JSON):
+
+  python -m launch convert accessory --src SPHINX-1k --dst ckpt/sphinx_1k
+  SPHINX_INIT=ckpt/sphinx_1k SPHINX_DATA=my_data python -m launch train --config configs/finetune.py
+
+The recipe of the SPHINX README: lr 2e-5, 3% warmup, global batch 16 x data-parallel size.
+"""
+import dataclasses
+
+from configs.recipes import stage2
+
+
+def get_config():
+  experiment = stage2("sphinx_1k")
+  data = dataclasses.replace(experiment.data, sources=experiment.data.sources[:1])  # dialogs only
+  return dataclasses.replace(experiment, workdir="runs/finetune", data=data)

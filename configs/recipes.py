@@ -1,0 +1,60 @@
+"""The paper's two-stage recipe as config builders; the stage files are thin wrappers.
+
+Data lives under $SPHINX_DATA (default `data/`): `tokenizer.model`; captions of each stage-1
+domain in `captions_<domain>.jsonl` with images under `images/`; a text corpus (RefinedWeb-style
+`content`) in `corpus.jsonl`; stage-2 dialogs in `dialogs.jsonl` and task annotations in
+`tasks/<task>.jsonl`. Runs start from a SPHINX params checkpoint ($SPHINX_INIT: one written by
+`launch convert accessory` or by an earlier stage), which carries the pretrained towers.
+"""
+import os
+from pathlib import Path
+
+from sphinx_jax.configs import SPHINX_PRESETS
+from sphinx_jax.data.pipeline import DataConfig
+from sphinx_jax.data.sources import Captions, Conversations, Task, TextCorpus
+from sphinx_jax.sharding import MeshConfig
+from sphinx_jax.train.config import Experiment, OptimConfig, TrainConfig
+
+DATA = Path(os.environ.get("SPHINX_DATA", "data"))
+INIT = os.environ.get("SPHINX_INIT", "ckpt/sphinx")
+STAGE2_TASKS = ("vqa", "multiple_choice", "rec", "reg", "detection", "layout", "pose",
+                "grounded_caption", "relation")
+
+
+def _train(steps: int, optim: OptimConfig, init_from: str = INIT) -> TrainConfig:
+  return TrainConfig(init_from=init_from, trainable=("llm", "mixer"), steps=steps,
+                     micro_batches=4, compute_dtype="bfloat16", remat_policy="full",
+                     mesh=MeshConfig(data=1, fsdp=-1, tensor=1), optim=optim,
+                     checkpoint_every=1000, log_every=10)
+
+
+def stage1(domain: str, variant: str = "sphinx") -> Experiment:
+  """Pre-training with the LLM unfrozen on one caption domain plus text-only rows in every batch
+  (5e-5 -> 5e-6 after 2,000 warmup steps)."""
+  model = SPHINX_PRESETS[variant]
+  return Experiment(
+      workdir=f"runs/stage1_{domain}",
+      train=_train(50_000, OptimConfig(lr=5e-5, min_lr=5e-6, warmup_steps=2000)),
+      data=DataConfig(
+          tokenizer=str(DATA / "tokenizer.model"),
+          sources=(Captions(str(DATA / f"captions_{domain}.jsonl"),
+                            image_root=str(DATA / "images")),),
+          corpus=TextCorpus(str(DATA / "corpus.jsonl")), text_rows=4,
+          view_plan=model.view_plan, tokens_per_image=model.image_tokens, seq_len=2048,
+          batch_size=16))
+
+
+def stage2(variant: str = "sphinx_1k", init_from: str = INIT) -> Experiment:
+  """Multi-task fine-tuning on dialogs and Table-1 tasks (2e-5 -> 0, 3% warmup)."""
+  model = SPHINX_PRESETS[variant]
+  tasks = tuple(Task(str(DATA / "tasks" / f"{t}.jsonl"), t, image_root=str(DATA / "images"))
+                for t in STAGE2_TASKS)
+  return Experiment(
+      workdir=f"runs/stage2_{variant}",
+      train=_train(20_000, OptimConfig(lr=2e-5, min_lr=0.0, warmup_ratio=0.03), init_from),
+      data=DataConfig(
+          tokenizer=str(DATA / "tokenizer.model"),
+          sources=(Conversations(str(DATA / "dialogs.jsonl"), image_root=str(DATA / "images")),
+                   *tasks),
+          view_plan=model.view_plan, tokens_per_image=model.image_tokens, seq_len=3072,
+          batch_size=16))
