@@ -12,8 +12,31 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ATTENTION_IMPLS = ("xla", "cudnn")
 
 
+class _Config:
+  """replace / to_dict / from_dict shared by the configs (lists from JSON become tuples)."""
+
+  def replace(self, **changes: Any):
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]):
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+  def _check_common(self):
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
+    if getattr(self, "attention", "xla") not in ATTENTION_IMPLS:
+      raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_IMPLS}")
+
+
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(_Config):
   """LLaMA-2 / TinyLlama decoder, with Meta's field names (`params.json`)."""
 
   vocab_size: int = 32000
@@ -38,10 +61,7 @@ class LlamaConfig:
       raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
     if self.n_heads % self.kv_heads:
       raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.kv_heads}")
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
-    if self.attention not in ATTENTION_IMPLS:
-      raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_IMPLS}")
+    self._check_common()
 
   @property
   def kv_heads(self) -> int:
@@ -60,20 +80,6 @@ class LlamaConfig:
     if self.ffn_dim_multiplier is not None:
       hidden = int(self.ffn_dim_multiplier * hidden)
     return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
-
-  def replace(self, **changes: Any) -> "LlamaConfig":
-    return dataclasses.replace(self, **changes)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "LlamaConfig":
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-      raise ValueError(f"unknown LlamaConfig fields: {unknown}")
-    return cls(**d)
 
 
 LLM_PRESETS: dict[str, LlamaConfig] = {
@@ -101,31 +107,8 @@ def llm_preset(name: str, **overrides: Any) -> LlamaConfig:
 VIT_ACTS = ("gelu", "quick_gelu", "swiglu")
 
 
-class _TowerConfig:
-  """replace / to_dict / from_dict shared by the tower configs (lists from JSON become tuples)."""
-
-  def replace(self, **changes: Any):
-    return dataclasses.replace(self, **changes)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]):
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-  def _check_common(self):
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
-    if getattr(self, "attention", "xla") not in ATTENTION_IMPLS:
-      raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_IMPLS}")
-
-
 @dataclasses.dataclass(frozen=True)
-class ViTConfig(_TowerConfig):
+class ViTConfig(_Config):
   """One pre-norm ViT for CLIP ViT-L/14, DINOv2 and BLIP-2's EVA ViT-g; variants are fields.
 
   The output is the final LayerNorm over all tokens [cls, patches]: CLIP's ln_post (no `proj`),
@@ -173,7 +156,7 @@ class ViTConfig(_TowerConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvNextConfig(_TowerConfig):
+class ConvNextConfig(_Config):
   """ConvNeXt (timm / HF names); the output is the last stage's map after the head norm, NHWC."""
 
   depths: tuple[int, ...] = (3, 4, 30, 3)
@@ -201,7 +184,7 @@ class ConvNextConfig(_TowerConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class QFormerConfig(_TowerConfig):
+class QFormerConfig(_Config):
   """BLIP-2 Q-Former (query path only): learned queries, BERT-style post-norm layers,
   cross-attention to the image features in layers 0, f, 2f, ... (f = cross_attention_frequency)."""
 
@@ -232,7 +215,7 @@ class QFormerConfig(_TowerConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class Blip2Config(_TowerConfig):
+class Blip2Config(_Config):
   """BLIP-2 image features as SPHINX takes them: EVA ViT-g, then the Q-Former's 32 queries."""
 
   vision: ViTConfig = ViTConfig()
@@ -281,7 +264,7 @@ _MOE_TYPES = ("mixtral_sparse_ens", "mixtral_sparse_ens5")
 
 
 @dataclasses.dataclass(frozen=True)
-class SphinxConfig:
+class SphinxConfig(_Config):
   """The MLLM: LLM + towers + how an image becomes views.
 
   Per view the LLM sees [start, Q-Former queries (if blip2), 257 ensemble tokens, end]. Images
@@ -320,12 +303,6 @@ class SphinxConfig:
   @property
   def view_sizes(self) -> dict[str, int]:
     return {"vit": self.dinov2.image_size, "convnext": self.convnext_size}
-
-  def replace(self, **changes: Any) -> "SphinxConfig":
-    return dataclasses.replace(self, **changes)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "SphinxConfig":

@@ -27,6 +27,12 @@ def _kernel_init(axes: tuple[str, ...], stddev: float = 0.02):
   return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
 
 
+def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...]):
+  """A weight of `module` created with its full shape and logical axes, in the compute dtype."""
+  cfg = module.cfg
+  return module.param(name, _kernel_init(axes), shape, cfg.param_dtype).astype(cfg.dtype)
+
+
 class RMSNorm(nn.Module):
   eps: float
   dtype: jnp.dtype
@@ -59,21 +65,17 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 class Attention(nn.Module):
   cfg: LlamaConfig
 
-  def _kernel(self, name, shape, axes):
-    cfg = self.cfg
-    return self.param(name, _kernel_init(axes), shape, cfg.param_dtype).astype(cfg.dtype)
-
   @nn.compact
   def __call__(self, x, cos, sin, mask, slots, cache):
     cfg = self.cfg
     d, h, kv, hd = cfg.dim, cfg.n_heads, cfg.kv_heads, cfg.head_dim
     x = x.astype(cfg.dtype)
     q = jnp.einsum("btd,dhk->bthk", x,
-                   self._kernel("wq", (d, h, hd), ("embed", "heads", "head_dim")))
+                   _kernel(self, "wq", (d, h, hd), ("embed", "heads", "head_dim")))
     k = jnp.einsum("btd,dhk->bthk", x,
-                   self._kernel("wk", (d, kv, hd), ("embed", "kv_heads", "head_dim")))
+                   _kernel(self, "wk", (d, kv, hd), ("embed", "kv_heads", "head_dim")))
     v = jnp.einsum("btd,dhk->bthk", x,
-                   self._kernel("wv", (d, kv, hd), ("embed", "kv_heads", "head_dim")))
+                   _kernel(self, "wv", (d, kv, hd), ("embed", "kv_heads", "head_dim")))
     q = nn.with_logical_constraint(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
     k = apply_rope(k, cos, sin)
     if cache is not None:  # write this call's keys/values into their slots, attend to all slots
@@ -87,25 +89,21 @@ class Attention(nn.Module):
         q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask=mask,
         implementation=None if cfg.attention == "xla" else cfg.attention)
     out = jnp.einsum("bthk,hkd->btd", out,
-                     self._kernel("wo", (h, hd, d), ("heads", "head_dim", "embed")))
+                     _kernel(self, "wo", (h, hd, d), ("heads", "head_dim", "embed")))
     return out, cache
 
 
 class FeedForward(nn.Module):
   cfg: LlamaConfig
 
-  def _kernel(self, name, shape, axes):
-    cfg = self.cfg
-    return self.param(name, _kernel_init(axes), shape, cfg.param_dtype).astype(cfg.dtype)
-
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
     d, f = cfg.dim, cfg.hidden_dim
-    gate = x @ self._kernel("w1", (d, f), ("embed", "mlp"))
-    up = x @ self._kernel("w3", (d, f), ("embed", "mlp"))
+    gate = x @ _kernel(self, "w1", (d, f), ("embed", "mlp"))
+    up = x @ _kernel(self, "w3", (d, f), ("embed", "mlp"))
     hidden = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "act_mlp"))
-    return hidden @ self._kernel("w2", (f, d), ("mlp", "embed"))
+    return hidden @ _kernel(self, "w2", (f, d), ("mlp", "embed"))
 
 
 class Block(nn.Module):
