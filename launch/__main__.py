@@ -3,10 +3,11 @@ import argparse
 import logging
 import sys
 
-from launch import chat, convert, data, train
+from launch import chat, convert, data, mix, train
 from launch import eval as evaluate
 
-COMMANDS = {"train": train, "convert": convert, "chat": chat, "data": data, "eval": evaluate}
+COMMANDS = {"train": train, "convert": convert, "chat": chat, "data": data, "eval": evaluate,
+            "mix": mix}
 
 
 def main(argv=None) -> int:
