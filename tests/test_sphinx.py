@@ -138,3 +138,15 @@ def test_checkpoint_params_are_stored_layer_by_layer(release):
   assert "llm/layers/1/attention/wq" in stored
   assert any(k.startswith("clip/layers/1/") for k in stored)
   assert stored["mixer/start_img"][0] == (64,)
+
+
+def test_real_convnext_view_gives_257_tokens_of_3072():
+  from sphinx_jax.models.mixer import convnext_tokens
+  from sphinx_jax.models.vision.convnext import ConvNext
+  cfg = SPHINX_PRESETS["sphinx"]
+  pixels = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)  # a 224 view after the 256 resize
+  params = jax.eval_shape(lambda: nn.unbox(ConvNext(cfg.convnext).init(jax.random.key(0),
+                                                                        jnp.zeros((1, 256, 256, 3)))))
+  fmap = jax.eval_shape(ConvNext(cfg.convnext).apply, params, pixels)
+  tokens = jax.eval_shape(lambda m: convnext_tokens(m, cfg.dinov2.grid), fmap)
+  assert fmap.shape == (1, 8, 8, 3072) and tokens.shape == (1, 257, 3072)

@@ -181,3 +181,23 @@ def test_experiment_configs_load_and_override(name):
                                                      exp.data.tokens_per_image)
   with pytest.raises(ValueError, match="no config field 'stepz'"):
     train_config.load(ROOT / "configs" / f"{name}.py", ["train.stepz=7"])
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  from sphinx_jax.train import loop
+  make = train_step.make_train_step
+
+  def poisoned(*args, **kwargs):
+    step = make(*args, **kwargs)
+
+    def run(state, batch):
+      state, metrics = step(state, batch)
+      bad = jax.numpy.where(state.step >= 3, jax.numpy.nan, metrics["loss"])
+      return state, {**metrics, "loss": bad}
+    return run
+
+  monkeypatch.setattr(loop.train_step, "make_train_step", poisoned)
+  with pytest.raises(loop.Diverged, match=r"step 3: loss nan.*last good checkpoint is step 2"):
+    train(_experiment(tmp_path, "train.steps=6", "train.checkpoint_every=2"))
+  assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == 2
+  assert not list(tmp_path.glob("params_step*"))
