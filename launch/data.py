@@ -13,7 +13,8 @@ HELP = "print formatted training samples of a data config and the bad records it
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", type=Path, required=True,
-                      help="python file defining DATA, a sphinx_jax.data.pipeline.DataConfig")
+                      help="python file defining DATA (a sphinx_jax.data.pipeline.DataConfig), or "
+                           "a training config (get_config() -> Experiment): its data is shown")
   parser.add_argument("--show", type=int, default=4, metavar="N", help="samples to print")
   parser.add_argument("--check", action="store_true",
                       help="read every record once and report every bad one")
@@ -22,10 +23,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def load_config(path: Path):
   if not path.is_file():
     raise FileNotFoundError(f"{path}: config not found")
-  config = runpy.run_path(str(path)).get("DATA")
-  if config is None:
-    raise ValueError(f"{path}: defines no DATA (a sphinx_jax.data.pipeline.DataConfig)")
-  return config
+  namespace = runpy.run_path(str(path))
+  if "DATA" in namespace:
+    return namespace["DATA"]
+  if "get_config" in namespace:
+    return namespace["get_config"]().data
+  raise ValueError(f"{path}: defines neither DATA (a sphinx_jax.data.pipeline.DataConfig) nor "
+                   "get_config() (a training Experiment)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -201,3 +201,10 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     train(_experiment(tmp_path, "train.steps=6", "train.checkpoint_every=2"))
   assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == 2
   assert not list(tmp_path.glob("params_step*"))
+
+
+def test_launch_data_shows_a_training_configs_data(capsys):
+  from launch.__main__ import main
+  assert main(["data", "--config", str(CONFIG), "--show", "1"]) == 0
+  out = capsys.readouterr().out
+  assert "--- sample 0" in out and "skipped records" in out
