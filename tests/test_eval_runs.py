@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from launch.__main__ import main
+from sphinx_jax.inference.sphinx_model import stop_ids
 from sphinx_jax import Sphinx
 from sphinx_jax.data.templates import SYSTEM
 from sphinx_jax.eval import generation, prompts, runner
@@ -87,7 +88,7 @@ def test_batched_rows_match_single_prompt_generation(model, tmp_path):
   `Sphinx.generate_ids` decodes each prompt alone."""
   samples = BENCHMARKS["vqav2"].read(formats.write("vqav2", tmp_path), "val2014")
   picked = [samples[0], samples[5], samples[9]]
-  stops = (generation.stop_ids(model.tokenizer),)
+  stops = (stop_ids(model.tokenizer),)
   rows = generation.generate_batch(model, runner._prepare(model, picked), rows=8, length=256,
                                    n_images=1, max_new_tokens=NEW_TOKENS, stops=stops,
                                    eos_id=model.tokenizer.eos_id)

@@ -150,6 +150,7 @@ def hf_config(config: dict, dtype: str) -> LlamaConfig:
 def hf_getter(get: Getter, cfg: LlamaConfig, tied: bool) -> Getter:
   """Meta-named getter over HF-named tensors, undoing HF's rotate-half permutation of wq/wk."""
   to_hf = {meta: hf for hf, meta in _HF_NAMES}
+  layer_to_hf = {meta: hf for hf, meta in _HF_LAYER_NAMES}
   if tied:
     to_hf["output.weight"] = "model.embed_tokens.weight"
 
@@ -157,7 +158,7 @@ def hf_getter(get: Getter, cfg: LlamaConfig, tied: bool) -> Getter:
     if key in to_hf:
       return get(to_hf[key], shape)
     m = re.fullmatch(r"layers\.(\d+)\.(.+)\.weight", key)
-    name = dict((meta, hf) for hf, meta in _HF_LAYER_NAMES)[m.group(2)]
+    name = layer_to_hf[m.group(2)]
     array = get(f"model.layers.{m.group(1)}.{name}.weight", shape)
     if m.group(2) in ("attention.wq", "attention.wk"):
       heads = shape[0] // cfg.head_dim

@@ -18,8 +18,6 @@ from jax.experimental import multihost_utils
 
 from sphinx_jax import sharding
 from sphinx_jax.configs import SphinxConfig
-from sphinx_jax.data.templates import STOP
-from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.inference.generate import generate, trim
 from sphinx_jax.inference.sampling import Sampling
 from sphinx_jax.models.llama import init_cache
@@ -40,12 +38,6 @@ class Prompt:
 
 def padded_length(longest: int) -> int:
   return -(-longest // LENGTH_BUCKET) * LENGTH_BUCKET
-
-
-def stop_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
-  """Ids of the template's stop string as tokenised after text (no leading-space piece)."""
-  before = tokenizer.encode("a", bos=False)
-  return tuple(tokenizer.encode("a" + STOP, bos=False)[len(before):])
 
 
 def generate_batch(model, prompts: list[Prompt], *, rows: int, length: int, n_images: int,

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from sphinx_jax import sharding
 from sphinx_jax.eval import prompts
 from sphinx_jax.eval.benchmarks import BENCHMARKS
-from sphinx_jax.eval.generation import Prompt, generate_batch, padded_length, stop_ids
+from sphinx_jax.eval.generation import Prompt, generate_batch, padded_length
+from sphinx_jax.inference.sphinx_model import stop_ids
 from sphinx_jax.eval.samples import Sample, load_image
 
 PREDICTIONS, SUMMARY, RUN = "predictions.jsonl", "summary.json", "run.json"

@@ -44,14 +44,12 @@ class LanguageModel:
     if dtype is not None:
       cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
     mesh = mesh if mesh is not None else sharding.make_mesh()
-    abstract, _ = sharding.param_shardings(lambda k: init_params(cfg, k), mesh, jax.random.key(0))
-    params = params_io.load(ckpt_dir, {"llm": abstract["params"]})["llm"]
-    tok_path = params_io.tokenizer_path(ckpt_dir)
-    return cls(cfg, {"params": params}, Tokenizer(tok_path) if tok_path else None, mesh)
+    params, tokenizer = load_sharded(ckpt_dir, lambda k: init_params(cfg, k), mesh, "llm")
+    return cls(cfg, params, tokenizer, mesh)
 
   @property
   def eos_id(self) -> int:
-    return self.tokenizer.eos_id if self.tokenizer else DEFAULT_EOS_ID
+    return eos_of(self.tokenizer)
 
   def logits(self, token_ids: Sequence[int]) -> np.ndarray:
     """float32 [len(token_ids), vocab]: row i is the distribution of token i+1."""
@@ -89,6 +87,21 @@ class LanguageModel:
 
   def _pad_batch(self, prompts: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return pad_rows(prompts, sharding.batch_multiple(self.mesh))
+
+
+def load_sharded(ckpt_dir, init, mesh: jax.sharding.Mesh, subtree: str | None = None):
+  """({'params': ...} restored straight into the shardings `init`'s logical axes give on `mesh`,
+  the checkpoint's tokenizer or None). `subtree`: load only that part of the stored params."""
+  abstract, _ = sharding.param_shardings(init, mesh, jax.random.key(0))
+  target = abstract["params"] if subtree is None else {subtree: abstract["params"]}
+  params = params_io.load(ckpt_dir, target)
+  tok_path = params_io.tokenizer_path(ckpt_dir)
+  return ({"params": params if subtree is None else params[subtree]},
+          Tokenizer(tok_path) if tok_path else None)
+
+
+def eos_of(tokenizer: Tokenizer | None) -> int:
+  return tokenizer.eos_id if tokenizer else DEFAULT_EOS_ID
 
 
 def pad_rows(prompts: list[list[int]], multiple: int) -> tuple[np.ndarray, np.ndarray]:

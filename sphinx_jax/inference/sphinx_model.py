@@ -17,7 +17,7 @@ from sphinx_jax.data import image as image_ops
 from sphinx_jax.data.templates import STOP, conversation_prompt
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.inference.generate import generate, streaming, trim
-from sphinx_jax.inference.language_model import DEFAULT_EOS_ID, pad_rows
+from sphinx_jax.inference.language_model import eos_of, load_sharded, pad_rows
 from sphinx_jax.inference.sampling import Sampling
 from sphinx_jax.models.llama import init_cache
 from sphinx_jax.models.sphinx import Sphinx as SphinxModule
@@ -51,10 +51,8 @@ class Sphinx:
     if dtype is not None:
       cfg = cfg.replace(llm=cfg.llm.replace(param_dtype=dtype, dtype=dtype))
     mesh = mesh if mesh is not None else sharding.make_mesh()
-    abstract, _ = sharding.param_shardings(lambda k: init_params(cfg, k), mesh, jax.random.key(0))
-    params = params_io.load(ckpt_dir, abstract["params"])
-    tok_path = params_io.tokenizer_path(ckpt_dir)
-    return cls(cfg, {"params": params}, Tokenizer(tok_path) if tok_path else None, mesh)
+    params, tokenizer = load_sharded(ckpt_dir, lambda k: init_params(cfg, k), mesh)
+    return cls(cfg, params, tokenizer, mesh)
 
   def preprocess(self, image: Image.Image) -> dict[str, np.ndarray]:
     """The reference transform and view tiling: {'vit': [V, s, s, 3], 'convnext': [V, t, t, 3]}
@@ -76,8 +74,7 @@ class Sphinx:
                    eos_id: int | None = -1,
                    on_token: Callable[[int], None] | None = None) -> list[int]:
     """New token ids after the prompt (EOS / stop sequence excluded); `on_token` streams them."""
-    eos_id = (self.tokenizer.eos_id if self.tokenizer else DEFAULT_EOS_ID) if eos_id == -1 \
-        else eos_id
+    eos_id = eos_of(self.tokenizer) if eos_id == -1 else eos_id
     stops = tuple(tuple(int(t) for t in s) for s in stop_sequences)
     batch, rows = self._prompt_batch(pixels, [list(token_ids)])
     length = int(rows[0][-1]) + 1
@@ -107,13 +104,8 @@ class Sphinx:
     pixels = None if image is None else self.preprocess(image)
     stream = None if on_text is None else _TextStream(self.tokenizer, on_text)
     new = self.generate_ids(pixels, ids, max_new_tokens, temperature=temperature, top_p=top_p,
-                            seed=seed, stop_sequences=[self._stop_ids()], on_token=stream)
+                            seed=seed, stop_sequences=[stop_ids(self.tokenizer)], on_token=stream)
     return self.tokenizer.decode(new).split(STOP)[0].strip()
-
-  def _stop_ids(self) -> list[int]:
-    """Token ids of the stop string as it is tokenized after text (no leading-space piece)."""
-    before = self.tokenizer.encode("a", bos=False)
-    return self.tokenizer.encode("a" + STOP, bos=False)[len(before):]
 
   def _prompt_batch(self, pixels: dict | None, prompts: list[list[int]]):
     """Model inputs for prompts sharing one image (or none), and each prompt's text rows."""
@@ -129,6 +121,12 @@ class Sphinx:
                          for name, v in pixels.items()}
     rows = [np.array([k] + [k + i for i in range(1, len(p))]) for p in prompts]
     return jax.tree.map(jnp.asarray, batch), rows
+
+
+def stop_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
+  """Ids of the template's stop string as tokenised after text (no leading-space piece)."""
+  before = tokenizer.encode("a", bos=False)
+  return tuple(tokenizer.encode("a" + STOP, bos=False)[len(before):])
 
 
 class _TextStream:
