@@ -1,4 +1,8 @@
-"""`train --config configs/X.py [--resume] [--config.a.b=value ...]`: train a SPHINX.
+"""`train [--config configs/X.py[:arg]] [--resume] [--config.a.b=value ...]`: train a SPHINX.
+
+With no --config, the embedded default (configs/default.py): a tiny SPHINX trained with the whole
+method on the synthetic world, then evaluated. A config returns an Experiment (one training run)
+or a Recipe (train.recipe: stages, mixing, report; it always continues where it stopped).
 
 Multi-host: `jax.distributed.initialize` runs automatically on TPU pods and SLURM jobs of several
 tasks, or explicitly with --coordinator, --num-processes and --process-id (CPU processes talk
@@ -9,12 +13,15 @@ import logging
 import os
 from pathlib import Path
 
-HELP = "train a SPHINX (stage 1, stage 2, fine-tuning) from an experiment config"
+HELP = "train a SPHINX from a config (default: the embedded tiny SPHINX on synthetic data)"
+DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--config", type=Path, required=True,
-                      help="python file whose get_config() returns a train.config.Experiment")
+  parser.add_argument("--config", default=str(DEFAULT),
+                      help="python file whose get_config() returns a train.config.Experiment or "
+                           "a train.recipe.Recipe; file.py:arg calls get_config(arg) "
+                           "(default: %(default)s)")
   parser.add_argument("--resume", action="store_true",
                       help="continue from the latest checkpoint in the workdir")
   parser.add_argument("--coordinator", default=None, help="host:port of process 0 (multi-host)")
@@ -35,9 +42,13 @@ def initialize_distributed(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, overrides: list[str] = ()) -> int:
   initialize_distributed(args)
   from sphinx_jax.train import config as train_config
+  from sphinx_jax.train import recipe
   from sphinx_jax.train.loop import train
-  experiment = train_config.load(args.config, list(overrides))
-  metrics = train(experiment, resume=args.resume)
+  config = train_config.load(args.config, list(overrides))
+  if isinstance(config, recipe.Recipe):
+    recipe.run(config)
+    return 0
+  metrics = train(config, resume=args.resume)
   if metrics:
     logging.getLogger("train").info("step %d: loss %.4f", metrics["step"], metrics["loss"])
   return 0

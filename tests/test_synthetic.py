@@ -68,7 +68,7 @@ def test_tokenizer_ids(world):
 
 
 def test_every_record_loads_and_batches_flow(world):
-  specs = synthetic.sources(world)
+  specs = synthetic.sources(Path(world["corpus"]).parent)
   corpus = specs.pop("corpus")
   config = pipeline.DataConfig(
       tokenizer=world["tokenizer"], sources=tuple(specs.values()), view_plan="tiny",
@@ -83,7 +83,7 @@ def test_every_record_loads_and_batches_flow(world):
     assert batch["tokens"].shape == (9, 256)
   assert len(skips) == 0, skips.summary()
   evaluation = pipeline.DataConfig(
-      tokenizer=world["tokenizer"], sources=tuple(synthetic.sources(world, "eval").values()),
+      tokenizer=world["tokenizer"], sources=tuple(synthetic.sources(Path(world["corpus"]).parent, "eval").values()),
       view_plan="tiny", tokens_per_image=sphinx_preset("tiny").image_tokens, seq_len=256,
       max_images=synthetic.FRAMES, threads=1)
   assert pipeline.check(evaluation, skips) > 0 and len(skips) == 0, skips.summary()

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from sphinx_jax.eval import (choice, cider, formats_choice, formats_other, formats_vqa, rec, vqa,
-                             yesno)
+from sphinx_jax.eval import (choice, cider, formats_choice, formats_other, formats_synthetic,
+                             formats_vqa, rec, vqa, yesno)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,4 +81,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "llava_bench": Benchmark(formats_other.read_llava_bench, _free_form, 512,
                              export=_export_llava_bench),
     "mmvet": Benchmark(formats_other.read_mmvet, _free_form, 512, export=_export_mmvet),
+    # The synthetic world's held-out split (data.synthetic), scored by the embedded default.
+    "synthetic_vqa": Benchmark(formats_synthetic.read_vqa, _EXACT, 10, "eval"),
+    "synthetic_ocr": Benchmark(functools.partial(formats_synthetic.read_vqa, name="ocr"), _EXACT,
+                               10, "eval"),
+    "synthetic_rec": Benchmark(formats_synthetic.read_rec, rec.accuracy, 30, "eval"),
 }

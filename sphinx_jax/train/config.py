@@ -1,7 +1,8 @@
 """Training configs: frozen dataclasses; experiment files in `configs/` return one `Experiment`.
 
 Command-line overrides address fields by dotted path (`--config.train.steps=100`); values are
-parsed as Python literals when they parse, else kept as strings.
+parsed as Python literals when they parse, else kept as strings. As in big_vision, a config file
+may take an argument, `file.py:arg` calling `get_config("arg")` (a variant of the file's config).
 """
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ class Experiment:
   data: DataConfig
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> Experiment:
-  """`get_config()` of a config file, with `key.path=value` overrides applied."""
+def load(path: str | Path, overrides: list[str] = ()) -> Any:
+  """`get_config()` (or `get_config(arg)` for `file.py:arg`) of a config file, with
+  `key.path=value` overrides applied: an Experiment, or a train.recipe.Recipe."""
+  path, sep, arg = str(path).partition(":")
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"{path}: config file not found")
@@ -65,7 +68,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Experiment:
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ValueError(f"{path}: defines no get_config()")
-  config = module.get_config()
+  config = module.get_config(arg) if sep else module.get_config()
   for item in overrides:
     key, sep, value = item.partition("=")
     if not sep:

@@ -1,0 +1,58 @@
+"""Held-out loss: the mean next-token loss over one ordered pass of a source (how the embedded
+default compares the real, synthetic and mixed stage-1 models on each caption domain).
+
+The loss is the training loss (train.loss: supervised slots only, summed then divided by the
+token count), so it is comparable to the training curves. Bad records are skipped and counted.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from sphinx_jax import sharding
+from sphinx_jax.data.batching import collate
+from sphinx_jax.data.sample import Layout, make_sample
+from sphinx_jax.data.skips import BadRecord
+from sphinx_jax.data.tokenizer import Tokenizer
+from sphinx_jax.models.sphinx import Sphinx as SphinxModule
+from sphinx_jax.train.loss import loss_sums
+
+
+def mean_loss(model, source, layout: Layout, tokenizer: Tokenizer, batch_size: int = 16,
+              limit: int | None = None) -> dict:
+  """{'loss', 'tokens', 'skipped'} of `model` (an `inference.Sphinx`) over the first `limit`
+  (default: every) records of `source` (a data source spec), `batch_size` rows at a time."""
+  opened = source.open()
+  rows = -(-batch_size // sharding.batch_multiple(model.mesh)) * sharding.batch_multiple(model.mesh)
+  samples, skipped = [], 0
+  for i in range(min(len(opened), limit or len(opened))):
+    try:
+      samples.append(make_sample(opened[i], tokenizer, layout, 0))
+    except BadRecord:
+      skipped += 1
+  total, count = 0.0, 0.0
+  for start in range(0, len(samples), rows):
+    chunk = samples[start:start + rows]
+    batch = collate(chunk + [chunk[0]] * (rows - len(chunk)), layout)
+    batch["loss_mask"][len(chunk):] = False  # padding rows count nothing
+    batch = {k: batch[k] for k in ("tokens", "image_mask", "loss_mask", "valid", "images")}
+    with sharding.use_mesh(model.mesh):
+      sums = _sums(model.params, jax.tree.map(functools.partial(_shard, model.mesh), batch),
+                   cfg=model.config)
+    total += float(sums["sum"])
+    count += float(sums["count"])
+  return {"loss": total / max(count, 1), "tokens": int(count), "skipped": skipped}
+
+
+def _shard(mesh, x: np.ndarray) -> jax.Array:
+  return jax.make_array_from_callback(x.shape, sharding.batch_sharding(mesh, x.ndim),
+                                      lambda index: x[index])
+
+
+@functools.partial(jax.jit, static_argnames="cfg")
+def _sums(params, batch, *, cfg):
+  logits, _ = SphinxModule(cfg).apply(params, batch["tokens"], batch["image_mask"],
+                                      batch["images"], kv_mask=batch["valid"])
+  return loss_sums(logits, batch)

@@ -1,0 +1,116 @@
+"""SPHINX's whole method as one resumable run: stage 1 on two domains, weight mixing, stage 2,
+evaluation and a chat answer. `launch train` runs a `Recipe` the way it runs an `Experiment`;
+the embedded default (configs/default.py) is one, on the synthetic world (data.synthetic).
+
+Stages run in order, each in `workdir/<stage>` and resumed from its own checkpoints; a finished
+stage (its params export exists) is skipped, so rerunning an interrupted recipe continues where
+it stopped. The chain is fixed by the method, not by the configs: stage1_synthetic starts from
+stage1_real's final params, the mix of the two (`beta` * real + (1 - beta) * synthetic) is
+`workdir/mixed`, and stage2 starts from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from sphinx_jax.checkpoints.mix import mix
+from sphinx_jax.data import synthetic
+from sphinx_jax.train.config import Experiment
+from sphinx_jax.train.loop import train
+
+log = logging.getLogger(__name__)
+STAGES = ("stage1_real", "stage1_synthetic", "stage2")
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+  """The synthetic world the recipe writes (once) and trains on: `root` must be where the stage
+  configs' sources point."""
+
+  root: str
+  n_train: int
+  n_eval: int
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What the evaluation covers: `limit` held-out samples per benchmark (None: all), and the
+  chat example (an image of the eval split and a question)."""
+
+  limit: int | None = None
+  batch_size: int = 64
+  chat_image: str = "images/00000.png"
+  chat_prompt: str = "Detect all objects shown in the image."
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  workdir: str
+  world: World
+  stage1_real: Experiment
+  stage1_synthetic: Experiment
+  stage2: Experiment
+  beta: float = 0.5
+  report: Report = Report()
+
+
+def final_params(exp: Experiment) -> Path:
+  return Path(exp.workdir) / f"params_step{exp.train.steps}"
+
+
+def mixed_params(recipe: Recipe) -> Path:
+  return Path(recipe.workdir) / "mixed"
+
+
+def stages(recipe: Recipe) -> dict[str, Experiment]:
+  """The three training stages with their workdirs and starting points filled in."""
+  out = {}
+  for name in STAGES:
+    exp = dataclasses.replace(getattr(recipe, name), workdir=str(Path(recipe.workdir) / name))
+    start = {"stage1_synthetic": lambda: final_params(out["stage1_real"]),
+             "stage2": lambda: mixed_params(recipe)}.get(name)
+    if start is not None:
+      exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, init_from=str(start())))
+    out[name] = exp
+  return out
+
+
+def write_world(world: World) -> Path:
+  """The world at `world.root`, written once (atomically: a half-written world is never used)."""
+  root = Path(world.root)
+  if root.exists():
+    return root
+  tmp = root.with_name(f".{root.name}.partial")
+  shutil.rmtree(tmp, ignore_errors=True)
+  synthetic.write_world(tmp, world.n_train, world.n_eval, world.seed)
+  tmp.rename(root)
+  return root
+
+
+def run(recipe: Recipe) -> dict:
+  """Every step of the recipe not done yet; returns the report's results."""
+  from sphinx_jax.eval import report  # eval builds on train; imported here to keep train light
+  workdir = Path(recipe.workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  world = write_world(recipe.world)
+  exps = stages(recipe)
+  for name in STAGES:
+    if name == "stage2" and not mixed_params(recipe).exists():
+      log.info("mixing: %g * stage1_real + %g * stage1_synthetic", recipe.beta, 1 - recipe.beta)
+      mix(final_params(exps["stage1_real"]), final_params(exps["stage1_synthetic"]),
+          recipe.beta, mixed_params(recipe))
+    if not final_params(exps[name]).exists():
+      log.info("%s: %d steps in %s", name, exps[name].train.steps, exps[name].workdir)
+      train(exps[name], resume=True)
+  results = report.make(
+      world, {"real": final_params(exps["stage1_real"]),
+              "synthetic": final_params(exps["stage1_synthetic"]),
+              "mixed": mixed_params(recipe), "stage2": final_params(exps["stage2"])},
+      {name: Path(e.workdir) / "metrics.jsonl" for name, e in exps.items()},
+      exps["stage1_real"].data, recipe.report, workdir)
+  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  return results
