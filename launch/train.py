@@ -2,7 +2,8 @@
 
 With no --config, the embedded default (configs/default.py): a tiny SPHINX trained with the whole
 method on the synthetic world, then evaluated. A config returns an Experiment (one training run)
-or a Recipe (train.recipe: stages, mixing, report; it always continues where it stopped).
+or a Recipe (sphinx_jax.recipe: stages, mixing, report; it always continues where it
+stopped).
 
 Multi-host: `jax.distributed.initialize` runs automatically on TPU pods and SLURM jobs of several
 tasks, or explicitly with --coordinator, --num-processes and --process-id (CPU processes talk
@@ -20,7 +21,7 @@ DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "default.py"
 def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--config", default=str(DEFAULT),
                       help="python file whose get_config() returns a train.config.Experiment or "
-                           "a train.recipe.Recipe; file.py:arg calls get_config(arg) "
+                           "a recipe.Recipe; file.py:arg calls get_config(arg) "
                            "(default: %(default)s)")
   parser.add_argument("--resume", action="store_true",
                       help="continue from the latest checkpoint in the workdir")
@@ -42,7 +43,7 @@ def initialize_distributed(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace, overrides: list[str] = ()) -> int:
   initialize_distributed(args)
   from sphinx_jax.train import config as train_config
-  from sphinx_jax.train import recipe
+  from sphinx_jax import recipe
   from sphinx_jax.train.loop import train
   config = train_config.load(args.config, list(overrides))
   if isinstance(config, recipe.Recipe):

@@ -91,6 +91,9 @@ LLM_PRESETS: dict[str, LlamaConfig] = {
     # Laptop-sized model for the embedded default and tests.
     "tiny": LlamaConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, multiple_of=32,
                         max_seq_len=512),
+    # The embedded default's LLM (configs/default.py): small enough to train in minutes on a CPU.
+    "mini": LlamaConfig(vocab_size=512, dim=128, n_layers=4, n_heads=4, n_kv_heads=2,
+                        multiple_of=32, max_seq_len=512),
 }
 
 
@@ -325,19 +328,21 @@ def _sphinx(llm: str, plan: str, n_views: int, light: bool = False) -> SphinxCon
                       convnext_size=512 if light else 256, **towers)
 
 
-def _tiny(plan: str, n_views: int) -> SphinxConfig:
-  """Laptop-sized SPHINX with every tower (tests, the embedded default): 4x4 patch grid, a
-  ConvNeXt map repeated 2x, 4 Q-Former queries; widths of 64 per head, as conversion infers."""
-  vit = ViTConfig(image_size=28, patch_size=7, width=128, depth=2, n_heads=2, mlp_dim=128)
+def _tiny(plan: str, n_views: int, llm: str = "tiny", view: int = 28, patch: int = 7,
+          convnext_size: int = 16) -> SphinxConfig:
+  """Laptop-sized SPHINX with every tower (tests; `mini`: the embedded default): a 4x4 patch
+  grid, the ConvNeXt map repeated up to it, 4 Q-Former queries; widths of 64 per head, as
+  conversion infers."""
+  vit = ViTConfig(image_size=view, patch_size=patch, width=128, depth=2, n_heads=2, mlp_dim=128)
   eva = vit.replace(norm_eps=1e-6, patch_bias=True, pre_norm=False)
   return SphinxConfig(
-      llm=LLM_PRESETS["tiny"], clip=vit,
+      llm=LLM_PRESETS[llm], clip=vit,
       convnext=ConvNextConfig(depths=(1, 1), dims=(16, 32)),
       dinov2=vit.replace(act="swiglu", norm_eps=1e-6, patch_bias=True, pre_norm=False,
                          layerscale=True),
       blip2=Blip2Config(eva, QFormerConfig(width=128, depth=2, n_heads=2, mlp_dim=128,
                                            n_queries=4, encoder_width=128)),
-      view_plan=plan, n_views=n_views, convnext_size=16)
+      view_plan=plan, n_views=n_views, convnext_size=convnext_size)
 
 
 SPHINX_PRESETS: dict[str, SphinxConfig] = {
@@ -348,6 +353,8 @@ SPHINX_PRESETS: dict[str, SphinxConfig] = {
     "sphinx_tiny_1k": _sphinx("tinyllama_1b", "sphinx_tiny_1k", 5, light=True),
     "tiny": _tiny("tiny", 1),
     "tiny_1k": _tiny("tiny_1k", 5),
+    # 56-px views in 14-px patches: the synthetic world's shapes fill a patch or two.
+    "mini": _tiny("mini", 1, llm="mini", view=56, patch=14, convnext_size=32),
 }
 
 # LLaMA2-Accessory `llama_type` (meta.json) -> our preset.

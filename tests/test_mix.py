@@ -1,6 +1,8 @@
 """`launch mix`: exact leaf-wise mixing, refusals that name the key, atomic output, sweeps."""
 import functools
 import json
+import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -150,3 +152,14 @@ def test_existing_output_is_refused(pair, tmp_path):
   with pytest.raises(CheckpointError, match="already exists"):
     mix_lib.mix(a, b, [0.3, 0.7], tmp_path / "m")
   assert json.dumps(_leftovers(tmp_path)) == '["m"]'
+
+
+def test_relative_paths(pair, tmp_path, monkeypatch):
+  """Orbax wants absolute paths; the commands take whatever the user typed."""
+  a, b = pair
+  monkeypatch.chdir(a.parent)
+  out = mix_lib.mix(a.name, b.name, 0.5, Path(os.path.relpath(tmp_path / "m", a.parent)))
+  mixed, x, y = _read(tmp_path / "m"), _read(a), _read(b)
+  for key in x:
+    np.testing.assert_array_equal(mixed[key], _expected(x[key], y[key], 0.5), key)
+  assert out == tmp_path / "m"

@@ -126,7 +126,7 @@ def _read(src: Path, group: dict) -> dict:
   ctx = ocp.Context()
   ctx.pytree.loading.partial_load = True
   with ctx:
-    restored = ocp.load_pytree(src / params_io.PARAMS_DIR, abstract)
+    restored = ocp.load_pytree(Path(src).absolute() / params_io.PARAMS_DIR, abstract)
   return {key: functools.reduce(dict.__getitem__, key.split("/"), restored) for key in group}
 
 

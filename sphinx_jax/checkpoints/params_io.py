@@ -34,7 +34,7 @@ class CheckpointError(ValueError):
 def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
           tokenizer: str | os.PathLike | None = None) -> Path:
   """Write disk-layout `parts` (disjoint subtrees, saved one at a time) atomically to `dst`."""
-  dst = Path(dst)
+  dst = Path(os.path.abspath(dst))  # Orbax wants absolute paths
   if dst.exists():
     raise CheckpointError(f"{dst}: already exists; refusing to overwrite")
   dst.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def load(src: str | os.PathLike, abstract: dict) -> dict:
   `abstract` may be a subtree of what is stored (e.g. only {'llm': ...}). Dtypes are cast to the
   abstract ones. A missing key or a shape mismatch is an error naming the key.
   """
-  path = Path(src) / PARAMS_DIR
+  path = Path(src).absolute() / PARAMS_DIR  # Orbax wants absolute paths
   if not path.is_dir():
     raise CheckpointError(f"{path}: missing params directory")
   stored = _metadata(path)
@@ -134,7 +134,7 @@ def load(src: str | os.PathLike, abstract: dict) -> dict:
 
 def stored_shapes(src: str | os.PathLike) -> dict:
   """{key path: (shape, dtype)} of what a checkpoint holds, in disk layout."""
-  return _metadata(Path(src) / PARAMS_DIR)
+  return _metadata(Path(src).absolute() / PARAMS_DIR)
 
 
 def _metadata(path: Path) -> dict:

@@ -102,6 +102,8 @@ VIEW_PLANS: dict[str, ViewPlan] = {
     # The laptop-sized `tiny` SPHINX presets: 28-px ViT views, ConvNeXt at 16 (map repeated 2x).
     "tiny": ViewPlan(28, TowerViews(28), TowerViews(28, nearest_to=16)),
     "tiny_1k": ViewPlan(56, TowerViews(28, 56), TowerViews(28, 56, nearest_to=16)),
+    # `mini` (the embedded default): one 56-px view, ConvNeXt at 32.
+    "mini": ViewPlan(56, TowerViews(56), TowerViews(56, nearest_to=32)),
 }
 
 

@@ -11,8 +11,7 @@ span exactly columns x1..x2-1 and rows y1..y2-1.
 every record keeps its answer, box or question type for scoring) in the formats the sources read:
 captions_real / captions_synthetic (Captions: the two stage-1 domains, short vs dense), vqa (Task
 'vqa', `type` colour | shape | count | yesno), ocr (Task 'vqa'), rec, detection, grounded (Task
-records), dialogs (Conversations: each scene's questions, OCR and REC as one multi-turn
-dialog, in random order: many supervised answers per image), difference / in_context / video (MIMIC-IT, flat-JSON images) and scenes.jsonl; plus, at
+records), difference / in_context / video (MIMIC-IT, flat-JSON images) and scenes.jsonl; plus, at
 the root, corpus.jsonl (TextCorpus) and tokenizer.model (SentencePiece on the world's text).
 `sources(root, split)` gives their specs.
 """
@@ -30,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sphinx_jax.data import tasks, templates
 from sphinx_jax.data.mimic_it import MimicIt
-from sphinx_jax.data.sources import Captions, Conversations, Task, TextCorpus
+from sphinx_jax.data.sources import Captions, Task, TextCorpus
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 30)}
@@ -237,20 +236,13 @@ class _Split:
       self.add("scenes", {"image": image, **s})
       self.add("captions_real", {"image": image, "caption": real_caption(s)})
       self.add("captions_synthetic", {"image": image, "caption": dense_caption(s)})
-      turns = []
       for kind, (q, a) in questions(s, self.rng).items():
         self.add("vqa", {"image": image, "question": q, "answer": a, "type": kind})
-        turns += tasks.vqa({"question": q, "answer": a}, IMAGE_SIZE)
       if s["word"]:
         self.add("ocr", {"image": image, "question": OCR_QUESTION, "answer": s["word"]["text"],
                          "type": "ocr", "box": s["word"]["box"]})
-        turns += tasks.vqa({"question": OCR_QUESTION, "answer": s["word"]["text"]}, IMAGE_SIZE)
       for o in s["objects"]:
         self.add("rec", {"image": image, "phrase": f"the {_name(o)}", "box": o["box"]})
-        turns += tasks.rec({"phrase": f"the {_name(o)}", "box": o["box"]}, IMAGE_SIZE)
-      self.add("dialogs", {"image": image, "conversations": [
-          {"from": role, "value": text} for i in self.rng.permutation(len(turns))
-          for role, text in zip(("human", "gpt"), turns[i])]})
       labelled = [{"label": _name(o), "box": o["box"]} for o in s["objects"]]
       self.add("detection", {"image": image, "objects": labelled})
       self.add("grounded", {"image": image, "caption": real_caption(s), "regions": [
@@ -362,8 +354,6 @@ def sources(root, split: str = "train") -> dict:
   folder = root / split
   out = {name: Captions(str(folder / f"{name}.jsonl"), image_root=str(folder), name=name)
          for name in ("captions_real", "captions_synthetic")}
-  out["dialogs"] = Conversations(str(folder / "dialogs.jsonl"), image_root=str(folder),
-                                 name="dialogs")
   for name, task in (("vqa", "vqa"), ("ocr", "vqa"), ("rec", "rec"), ("detection", "detection"),
                      ("grounded", "grounded_caption")):
     out[name] = Task(str(folder / f"{name}.jsonl"), task, image_root=str(folder), name=name)

@@ -1,4 +1,4 @@
-"""The recipe's report (train.recipe): held-out scores of the final model, caption losses of the
+"""The recipe's report (recipe.py): held-out scores of the final model, caption losses of the
 stage-1 models and their mix, the loss curves and one chat answer with its boxes drawn.
 
 - VQA accuracy per question type, REC Acc@0.5 and OCR exact match of the stage-2 model on the

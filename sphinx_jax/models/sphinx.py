@@ -1,8 +1,9 @@
 """SPHINX: views -> frozen towers -> mixer -> image tokens spliced into the text -> LLaMA.
 
 One module serves every variant (views per image, which towers, LLM size are config). Views are
-flattened into the batch axis for the towers, so they shard like a batch. Towers are frozen:
-their features pass through `stop_gradient`, so no gradient reaches them.
+flattened into the batch axis for the towers, so they shard like a batch. Which parts learn is
+the train step's choice (`TrainConfig.trainable`: SPHINX freezes the towers, so by default they
+are never differentiated).
 
 Image tokens are spliced at the slots where `image_mask` is set, in order: the flat image-token
 index of a slot is the number of image slots before it. A sample's images are its image slots
@@ -49,7 +50,7 @@ class Sphinx(nn.Module):
       feats["clip"] = self.clip(vit)
     if self.cfg.blip2 is not None:
       feats["qformer"] = self.qformer(vit)
-    tokens = self.mixer(**jax.tree.map(jax.lax.stop_gradient, feats))
+    tokens = self.mixer(**feats)
     return tokens.reshape(n, views * tokens.shape[1], tokens.shape[2])
 
   def embed(self, tokens: jax.Array, image_mask: jax.Array | None = None,

@@ -58,7 +58,7 @@ class Experiment:
 
 def load(path: str | Path, overrides: list[str] = ()) -> Any:
   """`get_config()` (or `get_config(arg)` for `file.py:arg`) of a config file, with
-  `key.path=value` overrides applied: an Experiment, or a train.recipe.Recipe."""
+  `key.path=value` overrides applied: an Experiment, or a recipe.Recipe."""
   path, sep, arg = str(path).partition(":")
   path = Path(path)
   if not path.is_file():

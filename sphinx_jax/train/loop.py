@@ -54,6 +54,16 @@ def model_config(exp: Experiment) -> SphinxConfig:
   return cfg
 
 
+def _export(workdir: Path, state, cfg: SphinxConfig, exp: Experiment) -> None:
+  """`workdir/params_step<N>` for chat, eval and mix (kept if it exists)."""
+  if jax.process_count() > 1:  # an Orbax save of host arrays from one process hangs the others
+    log.warning("multi-process run: no params export; the checkpoint in %s holds the params",
+                workdir / "checkpoints")
+    return
+  checkpointing.export_params(workdir / f"params_step{int(state.step)}", state.params["params"],
+                              cfg, exp.data.tokenizer)
+
+
 def _device_batch(batch: dict, shardings: dict) -> dict:
   """Host batch -> global arrays; each process supplies only its addressable shards."""
   return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
@@ -97,7 +107,8 @@ def train(exp: Experiment, resume: bool = False) -> dict:
       params = {"params": params_io.load(t.init_from, abstract.params["params"])}
     state = train_step.init_state(cfg, tx, t.trainable, state_shardings, t.seed, params)
   start = int(state.step)
-  if start >= t.steps:
+  if start >= t.steps:  # finished earlier; the export may not have been written then
+    _export(workdir, state, cfg, exp)
     return {}
 
   first = next(data)
@@ -145,12 +156,8 @@ def train(exp: Experiment, resume: bool = False) -> dict:
         if step + 1 < t.steps:
           batch = next(data)
     ckpts.wait()
-    if jax.process_count() > 1:  # an Orbax save of host arrays from one process hangs the others
-      log.warning("multi-process run: no params export; the checkpoint in %s holds the params",
-                  workdir / "checkpoints")
-    elif not preemption.requested:
-      checkpointing.export_params(workdir / f"params_step{int(state.step)}",
-                                  state.params["params"], cfg, exp.data.tokenizer)
+    if not preemption.requested:
+      _export(workdir, state, cfg, exp)
   finally:
     preemption.restore()
     ckpts.close()

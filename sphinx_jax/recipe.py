@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sphinx_jax.checkpoints.mix import mix
 from sphinx_jax.data import synthetic
+from sphinx_jax.eval import report
 from sphinx_jax.train.config import Experiment
 from sphinx_jax.train.loop import train
 
@@ -67,16 +68,18 @@ def mixed_params(recipe: Recipe) -> Path:
 
 
 def stages(recipe: Recipe) -> dict[str, Experiment]:
-  """The three training stages with their workdirs and starting points filled in."""
-  out = {}
-  for name in STAGES:
-    exp = dataclasses.replace(getattr(recipe, name), workdir=str(Path(recipe.workdir) / name))
-    start = {"stage1_synthetic": lambda: final_params(out["stage1_real"]),
-             "stage2": lambda: mixed_params(recipe)}.get(name)
-    if start is not None:
-      exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, init_from=str(start())))
-    out[name] = exp
-  return out
+  """The three training stages with their workdirs and starting points filled in (stage 1 on
+  the real domain starts where its config says: from scratch, or a converted checkpoint)."""
+  root = Path(recipe.workdir)
+  real = _placed(recipe.stage1_real, root / "stage1_real", recipe.stage1_real.train.init_from)
+  synthetic = _placed(recipe.stage1_synthetic, root / "stage1_synthetic", final_params(real))
+  stage2 = _placed(recipe.stage2, root / "stage2", mixed_params(recipe))
+  return {"stage1_real": real, "stage1_synthetic": synthetic, "stage2": stage2}
+
+
+def _placed(exp: Experiment, workdir: Path, init_from) -> Experiment:
+  train_config = dataclasses.replace(exp.train, init_from=init_from and str(init_from))
+  return dataclasses.replace(exp, workdir=str(workdir), train=train_config)
 
 
 def write_world(world: World) -> Path:
@@ -93,11 +96,14 @@ def write_world(world: World) -> Path:
 
 def run(recipe: Recipe) -> dict:
   """Every step of the recipe not done yet; returns the report's results."""
-  from sphinx_jax.eval import report  # eval builds on train; imported here to keep train light
   workdir = Path(recipe.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  world = write_world(recipe.world)
   exps = stages(recipe)
+  for name, exp in exps.items():
+    if Path(exp.data.tokenizer).parent != Path(recipe.world.root):
+      raise ValueError(f"{name} reads {exp.data.tokenizer}, not the world at {recipe.world.root}; "
+                       f"build the stages from world.root (configs/default.py takes workdir=)")
+  world = write_world(recipe.world)
   for name in STAGES:
     if name == "stage2" and not mixed_params(recipe).exists():
       log.info("mixing: %g * stage1_real + %g * stage1_synthetic", recipe.beta, 1 - recipe.beta)
