@@ -28,7 +28,7 @@ MODEL = "mini"
 STAGE2 = {"vqa": 4.0, "rec": 2.0, "ocr": 1.0, "detection": 1.0, "grounded": 1.0,
           "difference": 0.5, "in_context": 0.5, "video": 0.5}
 # Steps per stage, world size and evaluation samples: the default and the `fast` variant.
-SIZES = {"": dict(stage1_real=600, stage1_synthetic=500, stage2=900, n_train=4000, n_eval=200,
+SIZES = {"": dict(stage1_real=400, stage1_synthetic=400, stage2=800, n_train=4000, n_eval=150,
                   limit=None),
          "fast": dict(stage1_real=3, stage1_synthetic=3, stage2=3, n_train=32, n_eval=8, limit=8)}
 

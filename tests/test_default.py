@@ -34,7 +34,7 @@ def test_writes_every_stage_the_mix_the_plot_and_the_chat(run):
   for stage in ("stage1_real", "stage1_synthetic", "stage2"):
     assert (workdir / stage / "params_step3" / "config.json").is_file(), stage
     assert len((workdir / stage / "metrics.jsonl").read_text().splitlines()) == 3
-  assert (workdir / "world" / "train" / "dialogs.jsonl").is_file()
+  assert (workdir / "world" / "eval" / "vqa.jsonl").is_file()
   for png in ("loss.png", "chat.png"):
     with Image.open(workdir / png) as image:
       assert image.format == "PNG" and min(image.size) > 100

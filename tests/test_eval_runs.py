@@ -32,7 +32,8 @@ METRIC = {"vqav2": "accuracy", "okvqa": "accuracy", "gqa": "accuracy", "vizwiz":
           "scienceqa": "accuracy", "seed": "per_question_type", "mmbench": "circular_accuracy",
           "pope": "adversarial", "mme": "perception", "refcoco": "acc@0.5",
           "refcoco+": "acc@0.5", "refcocog": "acc@0.5", "coco_captions": "cider",
-          "llava_bench": "note", "mmvet": "note"}
+          "llava_bench": "note", "mmvet": "note", "synthetic_vqa": "per_answer_type",
+          "synthetic_ocr": "accuracy", "synthetic_rec": "acc@0.5"}
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))

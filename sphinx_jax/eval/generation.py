@@ -64,7 +64,7 @@ def generate_batch(model, prompts: list[Prompt], *, rows: int, length: int, n_im
   batch = {"tokens": tokens, "image_mask": image_mask}
   if n_images:
     batch["images"] = images
-  put = functools.partial(_shard, model.mesh)
+  put = functools.partial(shard_rows, model.mesh)
   with sharding.use_mesh(model.mesh):
     out = _generate(model.params, jax.tree.map(put, batch), put(lengths), cfg=model.config,
                     max_new_tokens=max_new_tokens, eos_id=eos_id, stops=stops)
@@ -72,7 +72,7 @@ def generate_batch(model, prompts: list[Prompt], *, rows: int, length: int, n_im
   return [trim(out[i], eos_id, stops) for i in range(len(prompts))]
 
 
-def _shard(mesh, x: np.ndarray) -> jax.Array:
+def shard_rows(mesh, x: np.ndarray) -> jax.Array:
   """Rows split over the devices; every process holds the whole batch and gives its part."""
   return jax.make_array_from_callback(x.shape, sharding.batch_sharding(mesh, x.ndim),
                                       lambda index: x[index])

@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 
 import jax
-import numpy as np
 
 from sphinx_jax import sharding
 from sphinx_jax.data.batching import collate
 from sphinx_jax.data.sample import Layout, make_sample
 from sphinx_jax.data.skips import BadRecord
 from sphinx_jax.data.tokenizer import Tokenizer
+from sphinx_jax.eval.generation import shard_rows
 from sphinx_jax.models.sphinx import Sphinx as SphinxModule
 from sphinx_jax.train.loss import loss_sums
 
@@ -39,16 +39,11 @@ def mean_loss(model, source, layout: Layout, tokenizer: Tokenizer, batch_size: i
     batch["loss_mask"][len(chunk):] = False  # padding rows count nothing
     batch = {k: batch[k] for k in ("tokens", "image_mask", "loss_mask", "valid", "images")}
     with sharding.use_mesh(model.mesh):
-      sums = _sums(model.params, jax.tree.map(functools.partial(_shard, model.mesh), batch),
+      sums = _sums(model.params, jax.tree.map(functools.partial(shard_rows, model.mesh), batch),
                    cfg=model.config)
     total += float(sums["sum"])
     count += float(sums["count"])
   return {"loss": total / max(count, 1), "tokens": int(count), "skipped": skipped}
-
-
-def _shard(mesh, x: np.ndarray) -> jax.Array:
-  return jax.make_array_from_callback(x.shape, sharding.batch_sharding(mesh, x.ndim),
-                                      lambda index: x[index])
 
 
 @functools.partial(jax.jit, static_argnames="cfg")
