@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -118,5 +119,7 @@ def run(recipe: Recipe) -> dict:
               "mixed": mixed_params(recipe), "stage2": final_params(exps["stage2"])},
       {name: Path(e.workdir) / "metrics.jsonl" for name, e in exps.items()},
       exps["stage1_real"].data, recipe.report, workdir)
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  tmp = workdir / "results.json.tmp"
+  tmp.write_text(json.dumps(results, indent=1))
+  os.replace(tmp, workdir / "results.json")  # never a half-written results file
   return results
