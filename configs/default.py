@@ -19,9 +19,9 @@ runs/default; the world is written inside it):
 from sphinx_jax.configs import SPHINX_PRESETS
 from sphinx_jax.data import synthetic
 from sphinx_jax.data.pipeline import DataConfig
+from sphinx_jax.recipe import Recipe, Report, World
 from sphinx_jax.sharding import MeshConfig
 from sphinx_jax.train.config import Experiment, OptimConfig, TrainConfig
-from sphinx_jax.recipe import Recipe, Report, World
 
 MODEL = "mini"
 # Stage 2's sources and their mixture weights: most steps go to what the report scores.

@@ -13,18 +13,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from sphinx_jax.checkpoints.mix import mix
 from sphinx_jax.data import synthetic
 from sphinx_jax.eval import report
+from sphinx_jax.eval.runner import write_atomic
 from sphinx_jax.train.config import Experiment
 from sphinx_jax.train.loop import train
 
 log = logging.getLogger(__name__)
-STAGES = ("stage1_real", "stage1_synthetic", "stage2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +77,13 @@ def stages(recipe: Recipe) -> dict[str, Experiment]:
   return {"stage1_real": real, "stage1_synthetic": synthetic, "stage2": stage2}
 
 
+def _train_once(exp: Experiment) -> None:
+  """Train `exp` unless its final params exist (resuming from its checkpoints if any)."""
+  if not final_params(exp).exists():
+    log.info("%d steps in %s", exp.train.steps, exp.workdir)
+    train(exp, resume=True)
+
+
 def _placed(exp: Experiment, workdir: Path, init_from) -> Experiment:
   train_config = dataclasses.replace(exp.train, init_from=init_from and str(init_from))
   return dataclasses.replace(exp, workdir=str(workdir), train=train_config)
@@ -105,21 +111,18 @@ def run(recipe: Recipe) -> dict:
       raise ValueError(f"{name} reads {exp.data.tokenizer}, not the world at {recipe.world.root}; "
                        f"build the stages from world.root (configs/default.py takes workdir=)")
   world = write_world(recipe.world)
-  for name in STAGES:
-    if name == "stage2" and not mixed_params(recipe).exists():
-      log.info("mixing: %g * stage1_real + %g * stage1_synthetic", recipe.beta, 1 - recipe.beta)
-      mix(final_params(exps["stage1_real"]), final_params(exps["stage1_synthetic"]),
-          recipe.beta, mixed_params(recipe))
-    if not final_params(exps[name]).exists():
-      log.info("%s: %d steps in %s", name, exps[name].train.steps, exps[name].workdir)
-      train(exps[name], resume=True)
+  _train_once(exps["stage1_real"])
+  _train_once(exps["stage1_synthetic"])
+  if not mixed_params(recipe).exists():
+    log.info("mixing: %g * stage1_real + %g * stage1_synthetic", recipe.beta, 1 - recipe.beta)
+    mix(final_params(exps["stage1_real"]), final_params(exps["stage1_synthetic"]), recipe.beta,
+        mixed_params(recipe))
+  _train_once(exps["stage2"])
   results = report.make(
       world, {"real": final_params(exps["stage1_real"]),
               "synthetic": final_params(exps["stage1_synthetic"]),
               "mixed": mixed_params(recipe), "stage2": final_params(exps["stage2"])},
       {name: Path(e.workdir) / "metrics.jsonl" for name, e in exps.items()},
       exps["stage1_real"].data, recipe.report, workdir)
-  tmp = workdir / "results.json.tmp"
-  tmp.write_text(json.dumps(results, indent=1))
-  os.replace(tmp, workdir / "results.json")  # never a half-written results file
+  write_atomic(workdir / "results.json", json.dumps(results, indent=1))
   return results

@@ -66,7 +66,7 @@ def evaluate(model, name: str, data: str | os.PathLike, out: str | os.PathLike, 
   summary = {"benchmark": name, "split": split, "shots": shots, "samples": len(records),
              **bench.score(records)}
   if _writer():
-    _write_atomic(out / SUMMARY, json.dumps(summary, indent=1))
+    write_atomic(out / SUMMARY, json.dumps(summary, indent=1))
     if bench.export is not None:
       bench.export(records, out)
   return summary
@@ -167,10 +167,11 @@ def _check_run(path: Path, settings: dict) -> None:
       raise ValueError(f"{path}: this folder holds a run with other settings {diff} "
                        f"(was, now); use another --out or delete it")
   elif _writer():
-    _write_atomic(path, json.dumps(settings, indent=1))
+    write_atomic(path, json.dumps(settings, indent=1))
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+  """`text` into `path` through a temporary file: never a half-written file."""
   tmp = path.with_name(path.name + ".tmp")
   tmp.write_text(text)
   os.replace(tmp, path)
