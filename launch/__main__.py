@@ -19,7 +19,10 @@ def main(argv=None) -> int:
   overrides = [a.removeprefix("--") for a in extra if a.startswith("--config.")]
   if len(overrides) != len(extra) or (overrides and args.command != "train"):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  # force: importing absl (through orbax) has already configured the root logger at WARNING.
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                      force=True)
+  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save chatter
   try:
     if args.command == "train":
       return train.run(args, overrides) or 0

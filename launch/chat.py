@@ -1,8 +1,9 @@
 """`chat --checkpoint DIR [--image PATH] [--prompt TEXT]`: talk to a SPHINX checkpoint.
 
 With --prompt: one answer, streamed, then exit. Without: an interactive session (empty line or
-Ctrl-D ends it; `/image PATH` switches the image; `/reset` forgets the history). Boxes in an
-answer (`<p>phrase</p>[x1,y1,x2,y2]`) are drawn on the image when --boxes-out is given.
+Ctrl-D ends it; `/image PATH` switches the image; `/reset` forgets the history). Decoding is
+greedy by default, as `eval`. Boxes in an answer (`<p>phrase</p>[x1,y1,x2,y2]`) are drawn on the
+image (enlarged when small) when --boxes-out is given.
 """
 import argparse
 import sys
@@ -16,9 +17,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="a directory written by `launch convert accessory` or by training")
   parser.add_argument("--image", type=Path, default=None, help="image file (any PIL format)")
   parser.add_argument("--prompt", default=None, help="ask this once and exit")
+  parser.add_argument("--short", action="store_true",
+                      help="ask for a short answer: append SPHINX's instruction \"Answer the "
+                           "question using a single word or phrase.\" (its VQA prompt, as eval)")
   parser.add_argument("--max-new-tokens", type=int, default=512)
-  parser.add_argument("--temperature", type=float, default=0.1)
-  parser.add_argument("--top-p", type=float, default=0.75)
+  parser.add_argument("--temperature", type=float, default=0.0,
+                      help="0: greedy, as eval (the reference demo samples at 0.1, top-p 0.75)")
+  parser.add_argument("--top-p", type=float, default=1.0)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--boxes-out", type=Path, default=None,
                       help="save the image with the answer's boxes drawn here (PNG)")
@@ -39,12 +44,15 @@ def load_image(path: Path):
 def run(args: argparse.Namespace) -> int:
   from sphinx_jax import Sphinx
   from sphinx_jax.checkpoints.params_io import read_config
+  from sphinx_jax.data import tasks
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
   image = load_image(args.image) if args.image else None
   model = Sphinx.from_pretrained(args.checkpoint)
   history: list[tuple[str, str]] = []
 
   def answer(question: str) -> None:
+    if args.short:
+      question = f"{question}\n{tasks.VQA}"
     text = model.chat(image, question, history, max_new_tokens=args.max_new_tokens,
                       temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                       on_text=lambda piece: print(piece, end="", flush=True))
@@ -53,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.boxes_out and image is not None:
       from sphinx_jax.inference import grounding
       found = grounding.parse(text)
-      grounding.draw(image, found).save(args.boxes_out)
+      grounding.draw(grounding.upscaled(image), found).save(args.boxes_out)
       print(f"[{sum(len(g.coords) for g in found)} box(es) drawn in {args.boxes_out}]")
 
   if args.prompt is not None:

@@ -260,6 +260,34 @@ def vision_preset(name: str, **overrides: Any):
   return VISION_PRESETS[name].replace(**overrides)
 
 
+@dataclasses.dataclass(frozen=True)
+class TextConfig(_Config):
+  """The small text encoder of the towers' own pre-training (train/towers.py, the embedded
+  default's stage 0): a bidirectional pre-norm transformer over token ids, mean-pooled."""
+
+  vocab_size: int = 512
+  max_len: int = 96
+  width: int = 128
+  depth: int = 2
+  n_heads: int = 2
+  mlp_dim: int = 256
+  act: str = "gelu"
+  norm_eps: float = 1e-5
+  param_dtype: str = "float32"
+  dtype: str = "float32"
+  remat_policy: str = "none"
+  attention: str = "xla"
+
+  def __post_init__(self):
+    if self.width % self.n_heads:
+      raise ValueError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
+    self._check_common()
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.n_heads
+
+
 # =============================================================================================
 # SPHINX: one model, every released variant is a config (reference/sphinx_accessory.md §0).
 
@@ -329,7 +357,8 @@ def _sphinx(llm: str, plan: str, n_views: int, light: bool = False) -> SphinxCon
 
 
 def _tiny(plan: str, n_views: int, llm: str = "tiny", view: int = 28, patch: int = 7,
-          convnext_size: int = 16) -> SphinxConfig:
+          convnext_size: int = 16,
+          convnext: ConvNextConfig = ConvNextConfig(depths=(1, 1), dims=(16, 32))) -> SphinxConfig:
   """Laptop-sized SPHINX with every tower (tests; `mini`: the embedded default): a 4x4 patch
   grid, the ConvNeXt map repeated up to it, 4 Q-Former queries; widths of 64 per head, as
   conversion infers."""
@@ -337,7 +366,7 @@ def _tiny(plan: str, n_views: int, llm: str = "tiny", view: int = 28, patch: int
   eva = vit.replace(norm_eps=1e-6, patch_bias=True, pre_norm=False)
   return SphinxConfig(
       llm=LLM_PRESETS[llm], clip=vit,
-      convnext=ConvNextConfig(depths=(1, 1), dims=(16, 32)),
+      convnext=convnext,
       dinov2=vit.replace(act="swiglu", norm_eps=1e-6, patch_bias=True, pre_norm=False,
                          layerscale=True),
       blip2=Blip2Config(eva, QFormerConfig(width=128, depth=2, n_heads=2, mlp_dim=128,
@@ -353,8 +382,10 @@ SPHINX_PRESETS: dict[str, SphinxConfig] = {
     "sphinx_tiny_1k": _sphinx("tinyllama_1b", "sphinx_tiny_1k", 5, light=True),
     "tiny": _tiny("tiny", 1),
     "tiny_1k": _tiny("tiny_1k", 5),
-    # 56-px views in 14-px patches: the synthetic world's shapes fill a patch or two.
-    "mini": _tiny("mini", 1, llm="mini", view=56, patch=14, convnext_size=32),
+    # The embedded default: the synthetic world's 80-px squares as they are, in 20-px patches
+    # (a 4x4 grid), the ConvNeXt on the same pixels with a 20-px stride (docs/architecture.md).
+    "mini": _tiny("mini", 1, llm="mini", view=80, patch=20, convnext_size=80,
+                  convnext=ConvNextConfig(depths=(1, 1), dims=(48, 96), patch_size=10)),
 }
 
 # LLaMA2-Accessory `llama_type` (meta.json) -> our preset.

@@ -102,8 +102,10 @@ VIEW_PLANS: dict[str, ViewPlan] = {
     # The laptop-sized `tiny` SPHINX presets: 28-px ViT views, ConvNeXt at 16 (map repeated 2x).
     "tiny": ViewPlan(28, TowerViews(28), TowerViews(28, nearest_to=16)),
     "tiny_1k": ViewPlan(56, TowerViews(28, 56), TowerViews(28, 56, nearest_to=16)),
-    # `mini` (the embedded default): one 56-px view, ConvNeXt at 32.
-    "mini": ViewPlan(56, TowerViews(56), TowerViews(56, nearest_to=32)),
+    # `mini` (the embedded default): the world's 80-px padded square itself, every tower.
+    "mini": ViewPlan(80, TowerViews(80), TowerViews(80)),
+    # `mini` on sub-images (the default's stage 2): global 80 + 2x2 native crops of a 160 resize.
+    "mini_1k": ViewPlan(160, TowerViews(80, 160), TowerViews(80, 160)),
 }
 
 

@@ -84,7 +84,8 @@ class Guarded:
       return Skipped(e.file, e.record, e.reason)
 
 
-def _open(spec):
+def open_source(spec):
+  """An opened source, refused when it has no records."""
   opened = spec.open()
   if not len(opened):
     raise ValueError(f"{opened.file}: no records")
@@ -110,21 +111,29 @@ def _keeper(skips: SkipLog, limit: int):
   return keep
 
 
-def _read_options(config: DataConfig) -> grain.ReadOptions:
+def read_options(config: DataConfig) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=config.threads, prefetch_buffer_size=4 * config.threads)
+
+
+def mixture(specs, weights, fn, config, skips: SkipLog) -> grain.IterDataset:
+  """The seeded, endless mixture of `specs` (by `weights`, default their sizes), each example
+  as `fn(example, source_id)`; bad records logged in `skips` and dropped. `config` gives seed,
+  strict and threads."""
+  opened = [open_source(s) for s in specs]
+  parts = [grain.MapDataset.source(Guarded(src, functools.partial(fn, source_id=i),
+                                           config.strict))
+           .shuffle(seed=config.seed + i).repeat() for i, src in enumerate(opened)]
+  weights = weights or [len(src) for src in opened]
+  mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
+  limit = sum(len(src) for src in opened)
+  return mixed.to_iter_dataset(read_options(config)).filter(_keeper(skips, limit))
 
 
 def samples(config: DataConfig, skips: SkipLog, tok: Tokenizer | None = None) -> grain.IterDataset:
   """The seeded, endless mixture of `config.sources` as Samples (skips logged and dropped)."""
   tok = tok or Tokenizer(config.tokenizer)
-  opened = [_open(s) for s in config.sources]
-  parts = [grain.MapDataset.source(Guarded(src, functools.partial(
-      make_sample, tok=tok, layout=config.layout, source_id=i), config.strict))
-           .shuffle(seed=config.seed + i).repeat() for i, src in enumerate(opened)]
-  weights = config.weights or [len(src) for src in opened]
-  mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
-  limit = sum(len(src) for src in opened)
-  return mixed.to_iter_dataset(_read_options(config)).filter(_keeper(skips, limit))
+  return mixture(config.sources, config.weights,
+                 functools.partial(make_sample, tok=tok, layout=config.layout), config, skips)
 
 
 def _document(example, tok: Tokenizer) -> dict:
@@ -140,9 +149,10 @@ def _text_row(row: dict, source_id: int) -> Sample:
 
 def text_rows(config: DataConfig, skips: SkipLog, tok: Tokenizer) -> grain.IterDataset:
   """The corpus as endless rows of exactly seq_len tokens, documents packed back to back."""
-  source = Guarded(_open(config.corpus), functools.partial(_document, tok=tok), config.strict)
+  source = Guarded(open_source(config.corpus), functools.partial(_document, tok=tok),
+                   config.strict)
   ds = grain.MapDataset.source(source).shuffle(seed=config.seed + len(config.sources)).repeat()
-  ds = ds.to_iter_dataset(_read_options(config)).filter(_keeper(skips, len(source)))
+  ds = ds.to_iter_dataset(read_options(config)).filter(_keeper(skips, len(source)))
   ds = grain.experimental.ConcatThenSplitIterDataset(ds, length_struct={"tokens": config.seq_len})
   return ds.map(functools.partial(_text_row, source_id=len(config.sources)))
 
@@ -163,8 +173,8 @@ def check(config: DataConfig, skips: SkipLog) -> int:
   good = 0
   specs = list(config.sources) + ([config.corpus] if config.corpus else [])
   for i, spec in enumerate(specs):
-    source = Guarded(_open(spec), functools.partial(
+    source = Guarded(open_source(spec), functools.partial(
         make_sample, tok=tok, layout=config.layout, source_id=i), config.strict)
-    for item in grain.MapDataset.source(source).to_iter_dataset(_read_options(config)):
+    for item in grain.MapDataset.source(source).to_iter_dataset(read_options(config)):
       good += skips.keep(item)
   return good

@@ -9,11 +9,12 @@ span exactly columns x1..x2-1 and rows y1..y2-1.
 
 `write_world(root, n_train, n_eval, seed)` writes `train/` and `eval/` (eval from another seed;
 every record keeps its answer, box or question type for scoring) in the formats the sources read:
-captions_real / captions_synthetic (Captions: the two stage-1 domains, short vs dense), vqa (Task
-'vqa', `type` colour | shape | count | yesno), ocr (Task 'vqa'), rec, detection, grounded (Task
-records), difference / in_context / video (MIMIC-IT, flat-JSON images) and scenes.jsonl; plus, at
-the root, corpus.jsonl (TextCorpus) and tokenizer.model (SentencePiece on the world's text).
-`sources(root, split)` gives their specs.
+towers (Pairs: `tags` alt-text with hard negatives, the towers' own pre-training), captions_real /
+captions_synthetic (Captions: the two stage-1 domains, short vs dense), vqa (Task 'vqa', `type`
+colour | shape | count | yesno), ocr (Task 'vqa'), rec, detection, grounded (Task records),
+difference / in_context / video (MIMIC-IT, flat-JSON images), corpus (TextCorpus: text-only
+documents) and scenes.jsonl; plus, at the root, tokenizer.model (SentencePiece on the world's
+training text). `sources(root, split)` gives their specs.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sphinx_jax.data import tasks, templates
 from sphinx_jax.data.mimic_it import MimicIt
+from sphinx_jax.data.pairs import Pairs
 from sphinx_jax.data.sources import Captions, Task, TextCorpus
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
@@ -39,6 +41,8 @@ WORDS = ("cat", "dog", "sun", "map", "box", "cup", "hat", "pen", "key", "car")
 IMAGE_SIZE = (80, 64)
 GAP = 4
 FRAMES = 4  # frames per video (MimicIt(num_frames=FRAMES) keeps them all)
+SHOTS = 2  # images per in-context set: the examples, then the query
+VERSION = 2  # bump when what write_world writes changes (the recipe then rebuilds its world)
 STEP = 8  # pixels a video's shape moves per frame
 MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 OCR_QUESTION = "What word is written in the image?"
@@ -150,6 +154,66 @@ def dense_caption(s: dict) -> str:
   return text
 
 
+def alternatives(s: dict, kind: str, rng) -> list[str]:
+  """Tags (`tags`) of scenes that differ from `s` in one thing of `kind` (the hard negatives of
+  the towers' pre-training and the candidates of their zero-shot tests): `colour` / `shape` (one
+  object's, keeping colour x shape unique), `count` (an object dropped, or one added), `word`
+  (another word written), `position` (an object said to be elsewhere). [] when `s` allows none."""
+  objects = s["objects"]
+  names = {_name(o) for o in objects}
+  o = objects[int(rng.integers(len(objects)))] if objects else None
+  scenes = []
+  if kind == "colour" and o:
+    scenes = [_swap(s, o, colour=c) for c in COLOURS if f"{c} {o['shape']}" not in names]
+  elif kind == "shape" and o:
+    scenes = [_swap(s, o, shape=h) for h in SHAPES if f"{o['colour']} {h}" not in names]
+  elif kind == "count":
+    if len(objects) > 1:
+      scenes.append(dict(s, objects=[p for p in objects if p is not o]))
+    free = [(c, h) for c in COLOURS for h in SHAPES if f"{c} {h}" not in names]
+    if len(objects) < 4:
+      c, h = free[int(rng.integers(len(free)))]
+      box = [int(v) for v in rng.integers(0, min(IMAGE_SIZE) - SIZES["small"], 2)]
+      box += [box[0] + SIZES["small"], box[1] + SIZES["small"]]
+      scenes.append(dict(s, objects=objects + [_object(c, h, "small", box)]))
+  elif kind == "word" and s["word"]:
+    scenes = [dict(s, word=dict(s["word"], text=w)) for w in WORDS if w != s["word"]["text"]]
+  elif kind == "position" and o:
+    here = o["position"]
+    places = [f"at the {v} {h}".rstrip() for v in ("top", "bottom") for h in ("left", "", "right")]
+    scenes = [_swap(s, o, position=p) for p in places if p != here]
+  return [tags(a) for a in scenes]
+
+
+def _swap(s: dict, o: dict, **change) -> dict:
+  return dict(s, objects=[dict(p, **change) if p is o else p for p in s["objects"]])
+
+
+def negatives(s: dict, rng, kinds=("colour", "shape", "count", "word", "position"),
+              n: int = 3) -> list[str]:
+  """`n` hard negative captions of `s`, each of a different kind where the scene allows."""
+  out = []
+  for kind in rng.permutation(kinds):
+    found = alternatives(s, str(kind), rng)
+    if found:
+      out.append(found[int(rng.integers(len(found)))])
+    if len(out) == n:
+      break
+  return out
+
+
+def tags(s: dict) -> str:
+  """Alt-text for the towers' pre-training, every fact in few tokens:
+  `small red circle top left, large blue square bottom; 2 shapes; word cat top right`."""
+  text = ", ".join(f"{o['size']} {_name(o)} {o['position'][7:]}".rstrip()
+                   for o in s["objects"])
+  n = len(s["objects"])
+  text += f"; {n} shape{'' if n == 1 else 's'}"
+  if s["word"]:
+    text += f"; word {s['word']['text']} {s['word']['position'][7:]}".rstrip()
+  return text
+
+
 def questions(s: dict, rng) -> dict[str, tuple[str, str]]:
   """One (question, answer) per VQA type the scene allows: colour (of a shape seen once), shape
   (of a colour seen once), count and yes/no (half of them about a present object)."""
@@ -236,6 +300,8 @@ class _Split:
       self.add("scenes", {"image": image, **s})
       self.add("captions_real", {"image": image, "caption": real_caption(s)})
       self.add("captions_synthetic", {"image": image, "caption": dense_caption(s)})
+      self.add("towers", {"image": image, "caption": tags(s),
+                          "negatives": negatives(s, self.rng)})
       for kind, (q, a) in questions(s, self.rng).items():
         self.add("vqa", {"image": image, "question": q, "answer": a, "type": kind})
       if s["word"]:
@@ -248,7 +314,7 @@ class _Split:
       self.add("grounded", {"image": image, "caption": real_caption(s), "regions": [
           {"phrase": f"a {_name(o)}", "boxes": [o["box"]]} for o in s["objects"]]})
 
-  def multi_image(self, n: int, shots: int = 3):
+  def multi_image(self, n: int, shots: int = SHOTS):
     for i in range(n):
       a = scene(self.rng)
       b, answer = _changed(a, self.rng)
@@ -303,7 +369,7 @@ def _texts(split: _Split) -> list[str]:
   out = []
   for name, records in split.records.items():
     for r in records:
-      if name.startswith("captions"):
+      if name.startswith("captions") or name == "towers":
         out.append(r["caption"])
       elif name in ("vqa", "ocr", "rec", "detection", "grounded"):
         task = {"ocr": "vqa", "grounded": "grounded_caption"}.get(name, name)
@@ -329,7 +395,7 @@ def train_tokenizer(texts: list[str], path: Path, vocab_size: int = 512) -> str:
 
 
 def write_world(root, n_train: int, n_eval: int, seed: int = 0, vocab_size: int = 512) -> dict:
-  """Writes the world under `root`; returns {"train": {name: path}, "eval": {...}, "corpus",
+  """Writes the world under `root`; returns {"train": {name: path}, "eval": {...},
   "tokenizer"}. Multi-image samples (difference, in-context, video) number n // 4 (at least 1)."""
   root = Path(root)
   paths, texts = {}, []
@@ -340,16 +406,19 @@ def write_world(root, n_train: int, n_eval: int, seed: int = 0, vocab_size: int 
     paths[split] = s.write()
     if split == "train":
       texts = _texts(s)
-  docs = corpus(np.random.default_rng([seed, 2]), max(1, n_train))
-  paths["corpus"] = _jsonl(root / "corpus.jsonl", docs)
-  texts += [d["content"] for d in docs]
+  for k, (split, n) in enumerate((("train", n_train), ("eval", n_eval)), 2):
+    docs = corpus(np.random.default_rng([seed, k]), max(1, n))
+    paths[split]["corpus"] = _jsonl(root / split / "corpus.jsonl", docs)
+    if split == "train":
+      texts += [d["content"] for d in docs]
   paths["tokenizer"] = train_tokenizer(texts, root / "tokenizer.model", vocab_size)
   return paths
 
 
-def sources(root, split: str = "train") -> dict:
-  """The source specs of one split of the world at `root`, by name (labels as the names); the
-  files need not exist yet (a config names them before the world is written)."""
+def sources(root, split: str = "train", frames: int = FRAMES) -> dict:
+  """The source specs of one split of the world at `root`, by name (labels as the names), videos
+  sampled to `frames` frames as MIMIC-IT's loader samples them; the files need not exist yet (a
+  config names them before the world is written)."""
   root = Path(root)
   folder = root / split
   out = {name: Captions(str(folder / f"{name}.jsonl"), image_root=str(folder), name=name)
@@ -361,6 +430,7 @@ def sources(root, split: str = "train") -> dict:
     config = folder / f"{name}_train.json" if kind == "in_context" else ""
     out[name] = MimicIt(str(folder / f"{name}_instructions.json"),
                         images=str(folder / f"{name}.json"), train_config=str(config), kind=kind,
-                        num_frames=FRAMES, name=name)
-  out["corpus"] = TextCorpus(str(root / "corpus.jsonl"), name="corpus")
+                        num_frames=frames, name=name)
+  out["corpus"] = TextCorpus(str(folder / "corpus.jsonl"), name="corpus")
+  out["towers"] = Pairs(str(folder / "towers.jsonl"), image_root=str(folder), name="towers")
   return out

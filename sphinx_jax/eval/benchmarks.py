@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from sphinx_jax.eval import (choice, cider, formats_choice, formats_other, formats_synthetic,
-                             formats_vqa, rec, vqa, yesno)
+from sphinx_jax.eval import (choice, cider, detection, formats_choice, formats_other,
+                             formats_synthetic, formats_vqa, rec, vqa, yesno)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,4 +86,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "synthetic_ocr": Benchmark(functools.partial(formats_synthetic.read_vqa, name="ocr"), _EXACT,
                                10, "eval"),
     "synthetic_rec": Benchmark(formats_synthetic.read_rec, rec.accuracy, 30, "eval"),
+    "synthetic_detection": Benchmark(formats_synthetic.read_detection, detection.f1, 128, "eval"),
+    "synthetic_vqa_swapped": Benchmark(functools.partial(formats_synthetic.read_vqa, swap=True),
+                                       _EXACT, 10, "eval"),
 }

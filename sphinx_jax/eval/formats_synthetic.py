@@ -5,6 +5,9 @@ the embedded default scores itself on: `root` is the world, `split` its folder (
   count, yesno) by exact match.
 - synthetic_ocr: `ocr.jsonl`, the same format; exact match.
 - synthetic_rec: `rec.jsonl` ({image, phrase, box}); Acc@0.5 as RefCOCO.
+- synthetic_detection: `detection.jsonl` ({image, objects: [{label, box}]}); F1 at IoU 0.5.
+- synthetic_vqa_swapped: synthetic_vqa's questions about another scene's image (each record
+  gets the image of the next record with a different image): how much answers depend on it.
 
 Prompts are the training instructions (data.tasks), which are Accessory's evaluation prompts.
 """
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from sphinx_jax.data import tasks
 from sphinx_jax.eval import prompts
 from sphinx_jax.eval.samples import Sample, field, read_jsonl
 
@@ -26,17 +30,29 @@ def _records(root: Path, split: str, name: str):
     yield f"{i}", path.parent / field(r, "image", f"{path}:{i + 1}"), r, f"{path}:{i + 1}"
 
 
-def read_vqa(root: Path, split: str, name: str = "vqa", **_) -> list[Sample]:
+def read_vqa(root: Path, split: str, name: str = "vqa", swap: bool = False,
+             **_) -> list[Sample]:
+  records = list(_records(root, split, name))
+  images = [image for _, image, _, _ in records]
+  if swap:
+    images = [next((other for other in images[i + 1:] + images[:i] if other != image), image)
+              for i, image in enumerate(images)]
   return [Sample(sid, (image,), prompts.short_answer(field(r, "question", where)),
                  field(r, "answer", where), {"answer_type": r.get("type")})
-          for sid, image, r, where in _records(root, split, name)]
+          for (sid, _, r, where), image in zip(records, images)]
+
+
+def _size(image: Path) -> dict:
+  with Image.open(image) as im:  # the header only
+    return {"width": im.size[0], "height": im.size[1]}
 
 
 def read_rec(root: Path, split: str, **_) -> list[Sample]:
-  out = []
-  for sid, image, r, where in _records(root, split, "rec"):
-    with Image.open(image) as im:  # the header only
-      w, h = im.size
-    out.append(Sample(sid, (image,), prompts.REC.format(field(r, "phrase", where)),
-                      field(r, "box", where), {"width": w, "height": h}))
-  return out
+  return [Sample(sid, (image,), prompts.REC.format(field(r, "phrase", where)),
+                 field(r, "box", where), _size(image))
+          for sid, image, r, where in _records(root, split, "rec")]
+
+
+def read_detection(root: Path, split: str, **_) -> list[Sample]:
+  return [Sample(sid, (image,), tasks.DETECTION, field(r, "objects", where), _size(image))
+          for sid, image, r, where in _records(root, split, "detection")]

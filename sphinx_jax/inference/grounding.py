@@ -53,6 +53,13 @@ def to_square(coords: tuple[float, ...], width: int, height: int) -> tuple[float
   return tuple((c + (dx if i % 2 == 0 else dy)) / side for i, c in enumerate(coords))
 
 
+def upscaled(image: Image.Image, min_side: int = 480) -> Image.Image:
+  """`image` enlarged by a whole factor (nearest) until its short side reaches `min_side` (or
+  unchanged), so boxes and phrases drawn on a small image stay readable."""
+  factor = max(1, -(-min_side // min(image.size)))
+  return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
 def draw(image: Image.Image, groundings: list[Grounding]) -> Image.Image:
   """A copy of `image` with each grounding's boxes / keypoints and phrase drawn on it."""
   out = image.convert("RGB")

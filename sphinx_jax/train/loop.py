@@ -22,6 +22,7 @@ from sphinx_jax import sharding
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import SphinxConfig, sphinx_preset
 from sphinx_jax.data import pipeline
+from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.skips import SkipLog
 from sphinx_jax.train import checkpointing, optimizer
 from sphinx_jax.train import step as train_step
@@ -37,20 +38,30 @@ class Diverged(RuntimeError):
 
 def model_config(exp: Experiment) -> SphinxConfig:
   """The architecture: a preset, or the config of the checkpoint we start from; with the run's
-  dtypes and remat policy; checked against the data's image geometry."""
+  dtypes and remat policy and the data's view plan (SPHINX-1k is SPHINX's weights fine-tuned on
+  sub-images: the towers must take the plan's view sizes), checked against the data."""
   t = exp.train
   if t.init_from:
     raw = params_io.read_config(t.init_from)
     cfg = SphinxConfig.from_dict({k: v for k, v in raw.items() if k != "model"})
   else:
     cfg = sphinx_preset(t.model)
+  plan = VIEW_PLANS[exp.data.view_plan]
+  sizes = (plan.vit.side, plan.convnext.input_side)
+  if sizes != (cfg.dinov2.image_size, cfg.convnext_size):
+    raise ValueError(f"view plan {exp.data.view_plan!r} makes {sizes[0]}-px ViT and {sizes[1]}-px "
+                     f"ConvNeXt views; the model's towers take {cfg.dinov2.image_size} and "
+                     f"{cfg.convnext_size}")
+  if cfg.view_plan != exp.data.view_plan:
+    log.info("views: %s (%d per image) -> %s (%d per image)", cfg.view_plan, cfg.n_views,
+             exp.data.view_plan, plan.num_views)
   cfg = cfg.replace(llm=cfg.llm.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
                                         remat_policy=t.remat_policy),
+                    view_plan=exp.data.view_plan, n_views=plan.num_views,
                     max_images=exp.data.max_images)
-  if (cfg.view_plan, cfg.image_tokens) != (exp.data.view_plan, exp.data.tokens_per_image):
-    raise ValueError(f"data (view plan {exp.data.view_plan!r}, {exp.data.tokens_per_image} tokens "
-                     f"per image) does not match the model ({cfg.view_plan!r}, "
-                     f"{cfg.image_tokens})")
+  if cfg.image_tokens != exp.data.tokens_per_image:
+    raise ValueError(f"data has {exp.data.tokens_per_image} tokens per image, the model "
+                     f"{cfg.image_tokens} ({plan.num_views} views of {cfg.tokens_per_view})")
   return cfg
 
 
@@ -70,6 +81,11 @@ def _device_batch(batch: dict, shardings: dict) -> dict:
                       batch, shardings)
 
 
+def _finite(metrics: dict) -> dict:
+  """NaN / inf as null: metrics.jsonl stays valid JSON (a loss over no rows of a kind is NaN)."""
+  return {k: v if np.isfinite(v) else None for k, v in metrics.items()}
+
+
 class _Preemption:
   """SIGTERM sets a flag; the loop checkpoints after the current step and stops."""
 
@@ -84,8 +100,8 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(exp: Experiment, resume: bool = False) -> dict:
-  """Run `exp`; returns the last step's metrics."""
+def train(exp: Experiment, resume: bool = False, label: str = "train") -> dict:
+  """Run `exp` (`label` names it on the progress bar); returns the last step's metrics."""
   t = exp.train
   workdir = Path(exp.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +142,7 @@ def train(exp: Experiment, resume: bool = False) -> dict:
   batch, metrics = first, {}
   try:
     with sharding.use_mesh(mesh), tqdm(total=t.steps, initial=start, disable=not is_main,
-                                       desc="train", dynamic_ncols=True) as bar:
+                                       desc=label, dynamic_ncols=True) as bar:
       for step in range(start, t.steps):
         began = time.perf_counter()
         state, out = step_fn(state, _device_batch(batch, batch_shardings))
@@ -140,7 +156,7 @@ def train(exp: Experiment, resume: bool = False) -> dict:
                    "step_time": seconds, "tokens_per_s": out["tokens"] / seconds,
                    "mfu": flops / seconds / (peak * jax.device_count())}
         if is_main:
-          metrics_file.write(json.dumps(metrics) + "\n")
+          metrics_file.write(json.dumps(_finite(metrics)) + "\n")
           metrics_file.flush()
           if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
             for name, value in metrics.items():

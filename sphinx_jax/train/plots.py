@@ -30,7 +30,7 @@ def loss_curves(runs: dict[str, Path], out: Path, smooth: int = 10) -> Path:
     steps = [offset + r["step"] for r in rows]
     colour = f"C{i}"
     for key, style, label in (("loss", "-", name), ("loss_text_only", "--", f"{name} (text only)")):
-      values = [r.get(key, float("nan")) for r in rows]
+      values = [float("nan") if r.get(key) is None else r[key] for r in rows]
       if key != "loss" and not any(v == v for v in values):  # all NaN: no text rows
         continue
       ax.plot(steps, values, style, color=colour, alpha=0.25, linewidth=0.8)

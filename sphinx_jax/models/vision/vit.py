@@ -97,7 +97,8 @@ class Attention(nn.Module):
     return jnp.einsum("btd,dhk->bthk", x, w) + b
 
   @nn.compact
-  def __call__(self, x, context=None):
+  def __call__(self, x, context=None, mask=None):
+    """`mask`: optional bool [B, 1 or heads, T, S], which keys each query may see."""
     cfg = self.cfg
     x = x.astype(cfg.dtype)
     context = x if context is None else context.astype(cfg.dtype)
@@ -107,7 +108,7 @@ class Attention(nn.Module):
     v = nn.with_logical_constraint(self._project("v", context),
                                    ("batch", "length", "act_heads", None))
     out = jax.nn.dot_product_attention(
-        q, k, v, implementation=None if cfg.attention == "xla" else cfg.attention)
+        q, k, v, mask=mask, implementation=None if cfg.attention == "xla" else cfg.attention)
     wo = self._param("wo", (cfg.n_heads, cfg.head_dim, cfg.width), ("heads", "head_dim", "embed"))
     return jnp.einsum("bthk,hkd->btd", out, wo) + self._param("bo", (cfg.width,), ("embed",),
                                                               zeros_init)
@@ -133,22 +134,23 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm block: x + ls_1 * attn(ln_1(x)), then x + ls_2 * mlp(ln_2(x)) (ls: DINOv2 only)."""
+  """Pre-norm block: x + ls_1 * attn(ln_1(x)), then x + ls_2 * mlp(ln_2(x)) (ls: DINOv2 only).
+  Also the text encoder's block (models/text_encoder.py), with a key mask."""
 
   cfg: ViTConfig
 
   def _scale(self, name, y):
-    if not self.cfg.layerscale:
+    if not getattr(self.cfg, "layerscale", False):
       return y
     gamma = self.param(name, nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                        (self.cfg.width,), self.cfg.param_dtype)
     return y * gamma.astype(self.cfg.dtype)
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, mask=None):
     cfg = self.cfg
     x = x + self._scale("ls_1", Attention(cfg, name="attn")(
-        layer_norm(cfg, cfg.norm_eps, "ln_1")(x)))
+        layer_norm(cfg, cfg.norm_eps, "ln_1")(x), mask=mask))
     x = x + self._scale("ls_2", Mlp(cfg, name="mlp")(layer_norm(cfg, cfg.norm_eps, "ln_2")(x)))
     return nn.with_logical_constraint(x, ("batch", "length", "act_embed")), None
 

@@ -1,0 +1,110 @@
+"""What the pre-trained towers see, measured on the synthetic world's held-out scenes before any
+LLM is trained (the embedded default's stage 0 report).
+
+- Text-aligned towers (CLIP ViT, ConvNeXt, BLIP-2 Q-Former): zero-shot by text retrieval. For
+  each held-out scene and each kind (colour, shape, count, word, position), the candidates are
+  the scene's tags (`synthetic.tags`, the towers' pre-training text) and those of scenes differing in one thing of that kind
+  (`synthetic.alternatives`); a hit when the true caption is the most similar. Chance is
+  1 / candidates (reported as `chance`).
+- DINOv2 (self-supervised, no text): k-nearest-neighbour accuracy against the training split's
+  embeddings, on held-out one-object scenes (colour, shape) and on all scenes (object count).
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from sphinx_jax.data import synthetic
+from sphinx_jax.data.image import VIEW_PLANS
+from sphinx_jax.data.pairs import encode_texts
+from sphinx_jax.data.sample import views
+from sphinx_jax.data.tokenizer import Tokenizer
+
+KINDS = ("colour", "shape", "count", "word", "position")
+K_NEIGHBOURS = 10
+
+
+def scenes(world: Path, split: str, limit: int | None = None) -> list[dict]:
+  lines = (Path(world) / split / "scenes.jsonl").read_text().splitlines()[:limit]
+  return [json.loads(line) for line in lines]
+
+
+def _views(world: Path, split: str, records: list[dict], plan: str) -> dict[str, np.ndarray]:
+  """Global views of each scene's image (view 0 of `plan`), {'vit': [n, ...], 'convnext'}."""
+  out = []
+  for r in records:
+    with Image.open(Path(world) / split / r["image"]) as image:
+      out.append(views([image.convert("RGB")], VIEW_PLANS[plan]))
+  return {k: np.concatenate([o[k][:, 0] for o in out]) for k in out[0]}
+
+
+def _batched(fn, arrays, size: int = 256) -> np.ndarray:
+  """fn over row chunks of every array in `arrays` (a tuple), results concatenated."""
+  n = len(arrays[0])
+  return jax.tree.map(lambda *xs: np.concatenate(xs),
+                      *[jax.device_get(fn(*(a[i:i + size] for a in arrays)))
+                        for i in range(0, n, size)])
+
+
+def zero_shot(net, params, world: Path, tokenizer: Tokenizer, plan: str, text_len: int,
+              seed: int = 0, limit: int | None = None) -> dict:
+  """{tower: {kind: accuracy}} with `chance` per kind (see the module doc)."""
+  held = scenes(world, "eval", limit)
+  pixels = _views(world, "eval", held, plan)
+  image_fn = jax.jit(lambda v, c: net.apply(params, v, c, method=type(net).image_embeddings))
+  text_fn = jax.jit(lambda t, m: net.apply(params, t, m, method=type(net).text_embeddings))
+  images = _batched(image_fn, (pixels["vit"], pixels["convnext"]))
+  rng = np.random.default_rng(seed)
+  results = {name: {} for name in images}
+  chance = {}
+  for kind in KINDS:
+    groups = [(i, [synthetic.tags(s)] + synthetic.alternatives(s, kind, rng))
+              for i, s in enumerate(held)]
+    groups = [(i, texts) for i, texts in groups if len(texts) > 1]
+    flat = [t for _, texts in groups for t in texts]
+    tokens, valid = encode_texts(flat, tokenizer, text_len)
+    texts = _batched(text_fn, (tokens, valid))
+    chance[kind] = float(np.mean([1 / len(t) for _, t in groups]))
+    for name in images:
+      hits, start = [], 0
+      for i, candidates in groups:
+        sims = texts[name][start:start + len(candidates)] @ images[name][i]
+        hits.append(int(np.argmax(sims)) == 0)
+        start += len(candidates)
+      results[name][kind] = float(np.mean(hits))
+  return {**results, "chance": chance, "scenes": len(held)}
+
+
+def _labels(records: list[dict]) -> dict[str, list]:
+  one = [len(r["objects"]) == 1 for r in records]
+  return {"colour": [r["objects"][0]["colour"] if o else None for r, o in zip(records, one)],
+          "shape": [r["objects"][0]["shape"] if o else None for r, o in zip(records, one)],
+          "count": [len(r["objects"]) for r in records]}
+
+
+def knn(net, params, world: Path, plan: str, limit: int | None = None) -> dict:
+  """DINOv2's k-NN accuracy per label (colour and shape of one-object scenes, object count),
+  with the majority label's accuracy as `chance`."""
+  train, held = scenes(world, "train", limit), scenes(world, "eval", limit)
+  fn = jax.jit(lambda v: net.apply(params, v, method=type(net).dino_embeddings))
+  bank = _batched(fn, (_views(world, "train", train, plan)["vit"],))
+  query = _batched(fn, (_views(world, "eval", held, plan)["vit"],))
+  train_labels, held_labels = _labels(train), _labels(held)
+  out, chance = {}, {}
+  for kind in train_labels:
+    known = [i for i, v in enumerate(train_labels[kind]) if v is not None]
+    asked = [i for i, v in enumerate(held_labels[kind]) if v is not None]
+    labels = np.asarray([train_labels[kind][i] for i in known])
+    nearest = np.argsort(-(query[asked] @ bank[known].T), axis=1)[:, :K_NEIGHBOURS]
+    guesses = [Counter(labels[row]).most_common(1)[0][0] for row in nearest]
+    truths = [held_labels[kind][i] for i in asked]
+    majority = Counter(labels.tolist()).most_common(1)[0][0]
+    out[kind] = float(np.mean([g == t for g, t in zip(guesses, truths)]))
+    chance[kind] = float(np.mean([t == majority for t in truths]))
+  return {"dinov2": out, "chance": chance}

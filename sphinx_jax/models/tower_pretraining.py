@@ -1,0 +1,140 @@
+"""SPHINX's towers with the heads of their own pre-training, and its loss (the embedded default's
+stage 0, run by train/towers.py).
+
+SPHINX inherits its towers pre-trained and frozen; the synthetic world has none, so this stands
+in for their pre-training, one objective per family as the originals:
+- clip, convnext, qformer (CLIP ViT, CLIP ConvNeXt, BLIP-2's ITC): CLIP's symmetric InfoNCE
+  between the tower's pooled output and a text encoding, each tower with its own projections and
+  learned temperature over one shared text trunk (a laptop-scale saving: each real model has its
+  own text encoder). Identical captions in a batch are all positives of each other.
+- dinov2 (self-supervised): InfoNCE between two augmented views of one image (a shifted global
+  view against a shifted sub-image crop or another global view): the contrastive form of DINO's
+  local-to-global invariance, through a 2-layer projection head.
+Pooling is the mean over every output token (class token and patches, map cells, queries), so
+the patch tokens the LLM will read are what is trained, not only a class token.
+
+The tower submodules have the names and shapes of models.sphinx.Sphinx's, so the trained towers
+drop into a SPHINX params tree as they are (`TOWERS`).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sphinx_jax.configs import SphinxConfig, TextConfig
+from sphinx_jax.models.text_encoder import TextEncoder
+from sphinx_jax.models.vision.convnext import ConvNext
+from sphinx_jax.models.vision.normalize import clip_to_imagenet
+from sphinx_jax.models.vision.qformer import Blip2
+from sphinx_jax.models.vision.vit import ViT, dense
+
+TOWERS = ("clip", "convnext", "dinov2", "qformer")
+DINO_TEMPERATURE = 0.1
+
+
+def text_aligned(cfg: SphinxConfig) -> tuple[str, ...]:
+  """The towers trained against text (the light variants have no CLIP ViT and no BLIP-2)."""
+  return tuple(n for n, present in (("clip", cfg.clip), ("convnext", True),
+                                    ("qformer", cfg.blip2)) if present is not None)
+
+
+class TowerPretraining(nn.Module):
+  """Towers + text encoder + projection heads. Params: clip, convnext, dinov2, qformer (as in
+  Sphinx), text_encoder, {tower}_image_head, {tower}_text_head, dino_head, logit_scale."""
+
+  cfg: SphinxConfig
+  text: TextConfig
+  embed_dim: int = 64
+
+  def setup(self):
+    cfg = self.cfg
+    self.convnext = ConvNext(cfg.convnext)
+    self.dinov2 = ViT(cfg.dinov2)
+    if cfg.clip is not None:
+      self.clip = ViT(cfg.clip)
+    if cfg.blip2 is not None:
+      self.qformer = Blip2(cfg.blip2)
+    self.text_encoder = TextEncoder(self.text)
+    names = text_aligned(cfg)
+    head = lambda name: dense(self.text, self.embed_dim, (None, None), name)  # noqa: E731
+    self.image_heads = {n: head(f"{n}_image_head") for n in names}
+    self.text_heads = {n: head(f"{n}_text_head") for n in names}
+    self.dino_hidden = dense(self.text, 2 * self.embed_dim, (None, None), "dino_head_hidden")
+    self.dino_out = dense(self.text, self.embed_dim, (None, None), "dino_head")
+    self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)),
+                                  (len(names),))
+
+  def pooled(self, vit: jax.Array, convnext: jax.Array) -> dict[str, jax.Array]:
+    """Each text-aligned tower's mean output token, [B, width] (global views [B, s, s, 3])."""
+    out = {"convnext": self.convnext(convnext).mean(axis=(1, 2))}
+    if self.cfg.clip is not None:
+      out["clip"] = self.clip(vit).mean(axis=1)
+    if self.cfg.blip2 is not None:
+      out["qformer"] = self.qformer(vit).mean(axis=1)
+    return out
+
+  def image_embeddings(self, vit, convnext) -> dict[str, jax.Array]:
+    """Unit-norm image embeddings [B, E] of each text-aligned tower."""
+    return {n: _unit(self.image_heads[n](x)) for n, x in self.pooled(vit, convnext).items()}
+
+  def text_embeddings(self, tokens, valid) -> dict[str, jax.Array]:
+    """Unit-norm text embeddings [B, E], one per text-aligned tower's projection."""
+    trunk = self.text_encoder(tokens, valid)
+    return {n: _unit(head(trunk)) for n, head in self.text_heads.items()}
+
+  def dino_embeddings(self, views: jax.Array) -> jax.Array:
+    """Unit-norm DINOv2 embeddings [..., E] of views [..., s, s, 3] (CLIP-normalised pixels,
+    re-normalised to ImageNet statistics as SPHINX feeds DINOv2)."""
+    lead = views.shape[:-3]
+    x = self.dinov2(clip_to_imagenet(views.reshape(-1, *views.shape[-3:]))).mean(axis=1)
+    return _unit(self.dino_out(nn.gelu(self.dino_hidden(x)))).reshape(*lead, -1)
+
+  def __call__(self, batch: dict) -> dict:
+    """Embeddings of a data.pairs batch: images, captions then hard negatives ([B + B*K, E])."""
+    b, k, length = batch["negatives"].shape
+    texts = jnp.concatenate([batch["text"], batch["negatives"].reshape(b * k, length)])
+    valid = jnp.concatenate([batch["text_valid"],
+                             batch["negatives_valid"].reshape(b * k, length)])
+    return {"image": self.image_embeddings(batch["vit"], batch["convnext"]),
+            "text": self.text_embeddings(texts, valid),
+            "dino": self.dino_embeddings(batch["dino"]), "logit_scale": self.logit_scale}
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-6)
+
+
+def contrastive_loss(a: jax.Array, b: jax.Array, scale: jax.Array,
+                     same: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Symmetric InfoNCE of unit embeddings a [B, E] and b [B + N, E]: row i of a matches row i of
+  b, the N extra rows of b are negatives for every a (hard negatives, a -> b only); `same`
+  [B, B] marks further positives (identical captions), the targets spreading over them.
+  Returns (loss, top-1 accuracy of a -> b)."""
+  n = a.shape[0]
+  logits = scale * a @ b.T
+  targets = jnp.eye(n) if same is None else same.astype(jnp.float32)
+  targets = targets / targets.sum(axis=1, keepdims=True)
+  wide = jnp.pad(targets, ((0, 0), (0, b.shape[0] - n)))
+  loss = (optax.softmax_cross_entropy(logits, wide).mean()
+          + optax.softmax_cross_entropy(logits[:, :n].T, targets.T).mean()) / 2
+  hit = jnp.take_along_axis(wide, logits.argmax(axis=1)[:, None], axis=1)[:, 0] > 0
+  return loss, hit.mean()
+
+
+def pretraining_loss(out: dict, batch: dict) -> tuple[jax.Array, dict]:
+  """The sum of every tower's contrastive loss, and per-tower losses and in-batch accuracies."""
+  tokens = jnp.where(batch["text_valid"], batch["text"], -1)
+  same = (tokens[:, None, :] == tokens[None, :, :]).all(axis=-1)
+  metrics, total = {}, 0.0
+  scales = jnp.exp(jnp.clip(out["logit_scale"], 0.0, np.log(100.0)))  # CLIP's clamp at 100
+  for i, name in enumerate(out["image"]):
+    loss, acc = contrastive_loss(out["image"][name], out["text"][name], scales[i], same)
+    metrics[f"loss_{name}"], metrics[f"acc_{name}"] = loss, acc
+    total += loss
+  loss, acc = contrastive_loss(out["dino"][:, 0], out["dino"][:, 1], 1 / DINO_TEMPERATURE)
+  metrics["loss_dinov2"], metrics["acc_dinov2"] = loss, acc
+  total += loss
+  return total, {"loss": total, **metrics}
