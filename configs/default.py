@@ -37,7 +37,7 @@ STAGE2 = {"vqa": 4.0, "rec": 2.0, "ocr": 1.0, "detection": 1.0, "grounded": 1.0,
           "difference": 0.5, "in_context": 0.5, "video": 0.5}
 VIDEO_FRAMES = 2  # frames a video gives stage 2 (MIMIC-IT's linspace sampling of the 4 drawn)
 # Steps per stage, world size and evaluation samples: the default and the `fast` variant.
-SIZES = {"": dict(stage0=250, stage1_real=300, stage1_synthetic=300, stage2=350, n_train=4000,
+SIZES = {"": dict(stage0=150, stage1_real=600, stage1_synthetic=600, stage2=250, n_train=4000,
                   n_eval=150, limit=None, workdir="runs/default"),
          "fast": dict(stage0=3, stage1_real=3, stage1_synthetic=3, stage2=3, n_train=32, n_eval=8,
                       limit=8, workdir="runs/default_fast")}

@@ -36,6 +36,7 @@ from sphinx_jax.train.loop import train
 
 log = logging.getLogger(__name__)
 MARKER = "stage.json"
+FINAL = "final_model"  # a link to the last stage's params, the model the report scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +179,7 @@ def _write_world(world: World, key: str) -> None:
 
 def _stage0(config: towers.TowersConfig, world: Path, key: str) -> None:
   _start(Path(config.workdir), key)
-  net, params = towers.pretrain(config)
+  net, params = towers.pretrain(config, label=f"[2/{len(STEPS)}] stage0 (towers)")
   tokenizer = Tokenizer(config.data.tokenizer)
   results = {**tower_eval.zero_shot(net, params, world, tokenizer, config.data.view_plan,
                                     config.data.text_len),
@@ -221,13 +222,21 @@ def run(recipe: Recipe) -> dict:
   for index, name in enumerate(STEPS, 1):
     directory, done, build = steps[name]
     seconds[name] = _run_step(root, name, directory, k[name], done, build, index)
+  _link(root / FINAL, final_params(stage2))
   results = json.loads((root / "eval" / report.RESULTS).read_text())
   results["seconds"] = seconds
   results["wall_seconds"] = sum(seconds.values())
   write_atomic(root / report.RESULTS, json.dumps(results, indent=1))
   print(report.table(results))
-  print(report.next_steps(root, final_params(stage2), world))
+  print(report.next_steps(root, root / FINAL, world))
   return results
+
+
+def _link(link: Path, target: Path) -> None:
+  """`link` -> `target` (relative), replacing an older link."""
+  if link.is_symlink():
+    link.unlink()
+  link.symlink_to(target.relative_to(link.parent))
 
 
 def _report(recipe: Recipe, exps: dict, key: str) -> None:

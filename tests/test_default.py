@@ -1,5 +1,8 @@
 """The embedded default end to end, in its `fast` variant (3 steps a stage, a 32-scene world):
-`python -m launch train` with the config argument, then the files and the table it produces."""
+`python -m launch train` with the config argument, then the files and the table it produces,
+and what a rerun reuses or rebuilds."""
+import contextlib
+import io
 import json
 import math
 from pathlib import Path
@@ -9,37 +12,60 @@ import pytest
 from PIL import Image
 
 from launch.__main__ import main
+from sphinx_jax import recipe
 from sphinx_jax.checkpoints import mix as mix_lib
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.train import config as train_config
-from sphinx_jax import recipe
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.py"
+
+
+def _run(workdir: Path, *overrides: str) -> str:
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert main(["train", "--config", f"{CONFIG}:fast,workdir={workdir}", *overrides]) == 0
+  return out.getvalue()
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """(workdir, what the command printed) of one fast default run."""
-  import contextlib
-  import io
   workdir = tmp_path_factory.mktemp("default") / "run"
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
-    assert main(["train", "--config", f"{CONFIG}:fast,workdir={workdir}"]) == 0
-  return workdir, out.getvalue()
+  return workdir, _run(workdir)
 
 
 def test_writes_every_stage_the_mix_the_plot_and_the_chat(run):
   workdir, _ = run
+  assert (workdir / "stage0" / "params" / "config.json").is_file()
+  assert json.loads((workdir / "stage0" / "zero_shot.json").read_text())["scenes"] == 8
+  for stage in ("stage0", "stage1_real", "stage1_synthetic", "stage2"):
+    lines = (workdir / stage / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3, stage
+    assert all(math.isfinite(v) for line in lines for v in json.loads(line).values()
+               if v is not None)  # valid JSON: json.loads refuses no NaN, so check by hand
+    assert "NaN" not in "".join(lines)
   for stage in ("stage1_real", "stage1_synthetic", "stage2"):
     assert (workdir / stage / "params_step3" / "config.json").is_file(), stage
-    assert len((workdir / stage / "metrics.jsonl").read_text().splitlines()) == 3
+  stage2 = params_io.read_config(workdir / "stage2" / "params_step3")
+  assert (stage2["view_plan"], stage2["n_views"]) == ("mini_1k", 5)  # sub-images in stage 2
+  assert params_io.read_config(workdir / "mixed")["n_views"] == 1  # one global view in stage 1
   assert (workdir / "world" / "eval" / "vqa.jsonl").is_file()
   for png in ("loss.png", "chat.png"):
     with Image.open(workdir / png) as image:
       assert image.format == "PNG" and min(image.size) > 100
-  for name in ("vqa", "rec", "ocr"):
+  for name in ("vqa", "vqa_swapped", "rec", "ocr", "detection"):
     assert len((workdir / "eval" / name / "predictions.jsonl").read_text().splitlines()) <= 8
+
+
+def test_stage0_trains_the_towers_and_stage1_keeps_them_frozen(run):
+  workdir, _ = run
+  start = mix_lib._read(workdir / "stage0" / "params",
+                        params_io.stored_shapes(workdir / "stage0" / "params"))
+  real = mix_lib._read(workdir / "stage1_real" / "params_step3",
+                       params_io.stored_shapes(workdir / "stage1_real" / "params_step3"))
+  towers = [k for k in start if k.startswith(("clip", "convnext", "dinov2", "qformer"))]
+  assert towers and all(np.array_equal(start[k], real[k]) for k in towers)
+  assert any(not np.array_equal(start[k], real[k]) for k in start if k.startswith("llm"))
 
 
 def test_mixed_is_the_average_of_the_stage1_models(run):
@@ -57,21 +83,45 @@ def test_mixed_is_the_average_of_the_stage1_models(run):
 def test_results_and_table(run):
   workdir, printed = run
   results = json.loads((workdir / "results.json").read_text())
-  assert set(results["vqa"]) <= {"colour", "shape", "count", "yesno"} and results["vqa"]
-  for value in [*results["vqa"].values(), results["rec_acc@0.5"], results["ocr_exact_match"]]:
-    assert 0.0 <= value <= 1.0
-  assert set(results["caption_loss"]) == {"real", "synthetic", "mixed"}
+  assert set(results["vqa"]) == {"colour", "shape", "count", "yesno"}
+  for key in ("rec_acc@0.5", "ocr_exact_match", "detection_f1@0.5", "answers_change_with_image",
+              "wall_seconds"):
+    assert key in results
+  assert set(results["baseline"]) == {"colour", "shape", "count", "yesno", "ocr", "rec",
+                                      "detection"}
+  assert {"clip", "convnext", "qformer", "chance", "knn"} <= set(results["towers"])
+  assert set(results["probe"]) == {"colour", "shape", "count", "yesno"}
+  assert set(results["caption_loss"]) == set(results["text_loss"]) == {
+      "start", "real", "synthetic", "mixed"}
   for losses in results["caption_loss"].values():
     assert set(losses) == {"real", "synthetic"}
     assert all(math.isfinite(v) and v > 0 for v in losses.values())
+  assert set(results["seconds"]) == set(recipe.STEPS)
   assert results["chat"]["prompt"] == "Detect all objects shown in the image."
-  assert "VQA accuracy" in printed and "REC Acc@0.5" in printed and "caption loss" in printed
+  for text in ("zero-shot retrieval", "Linear probe", "VQA colour", "majority", "REC Acc@0.5",
+               "detection F1@0.5", "swapped", "text only", "python -m launch chat",
+               "python -m launch eval"):
+    assert text in printed, text
   assert f"Assistant: {results['chat']['answer']}" in printed
+
+
+def test_a_rerun_reuses_every_step_and_a_changed_stage_is_rebuilt(run, tmp_path):
+  workdir, _ = run
+  before = json.loads((workdir / "results.json").read_text())["seconds"]
+  printed = _run(workdir)
+  assert json.loads((workdir / "results.json").read_text())["seconds"] == before
+  assert "VQA colour" in printed and not (workdir / "stale").exists()
+  _run(workdir, "--config.stage2.train.steps=4")
+  assert (workdir / "stage2" / "params_step4").is_dir()
+  stale = sorted(p.name for p in (workdir / "stale").iterdir())
+  assert [n.split("-")[0] for n in stale] == ["report", "stage2"]  # upstream steps kept
+  assert (workdir / "stage1_synthetic" / "params_step3").is_dir()
 
 
 def test_stages_chain_and_a_foreign_world_is_refused(tmp_path):
   config = train_config.load(f"{CONFIG}:fast,workdir={tmp_path}")
   stages = recipe.stages(config)
+  assert stages["stage1_real"].train.init_from == str(tmp_path / "stage0" / "params")
   assert stages["stage1_synthetic"].train.init_from == str(
       tmp_path / "stage1_real" / "params_step3")
   assert stages["stage2"].train.init_from == str(tmp_path / "mixed")
@@ -79,6 +129,14 @@ def test_stages_chain_and_a_foreign_world_is_refused(tmp_path):
   with pytest.raises(ValueError, match="not the world at"):
     recipe.run(moved)
   assert not (tmp_path / "elsewhere").exists()
+
+
+def test_fast_and_full_variants_have_their_own_workdirs_and_keys():
+  fast, full = (train_config.load(f"{CONFIG}{arg}") for arg in (":fast", ""))
+  assert (fast.workdir, full.workdir) == ("runs/default_fast", "runs/default")
+  moved = train_config.load(f"{CONFIG}:fast,workdir=runs/default")
+  full_keys, fast_keys = recipe.keys(full), recipe.keys(moved)
+  assert all(full_keys[k] != fast_keys[k] for k in recipe.STEPS)  # nothing reused across sizes
 
 
 def test_held_out_loss_does_not_depend_on_batching(run):

@@ -230,3 +230,45 @@ def test_cider_on_five_images_matches_the_formula():
   expected = _cider_dense(cands, refs)
   assert cider.coco_cider(records)["cider"] == pytest.approx(100 * expected, rel=1e-12)
   assert 0 < expected < 10
+
+
+def test_detection_f1_by_hand():
+  from sphinx_jax.eval import detection
+  objects = [{"label": "red circle", "box": [0, 8, 16, 24]},    # square [0, .2, .2, .4]
+             {"label": "blue square", "box": [40, 32, 66, 58]}]
+  # 80 x 64 image: the padded square is 80, rows shifted by 8.
+  exact = "<p>red circle</p>[0.00,0.20,0.20,0.40] <p>blue square</p>[0.50,0.50,0.82,0.82]"
+  wrong_label = "<p>blue circle</p>[0.00,0.20,0.20,0.40]"
+  twice = "<p>red circle</p>[0.00,0.20,0.20,0.40;0.00,0.20,0.20,0.40]"
+  records = [{"prediction": p, "reference": objects, "width": 80, "height": 64}
+             for p in (exact, wrong_label, twice)]
+  assert detection.matches(exact, objects, 80, 64) == (2, 2)
+  assert detection.matches(wrong_label, objects, 80, 64) == (0, 1)
+  assert detection.matches(twice, objects, 80, 64) == (1, 2)  # a box matches one object once
+  summary = detection.f1(records)
+  precision, recall = 3 / 5, 3 / 6
+  assert summary["precision"] == pytest.approx(100 * precision)
+  assert summary["recall"] == pytest.approx(100 * recall)
+  assert summary["f1@0.5"] == pytest.approx(100 * 2 * precision * recall / (precision + recall))
+
+
+def test_probe_answers_from_presence_scores():
+  from sphinx_jax.eval.probe import answer
+  z = -np.ones((4, 3))  # colours red green blue yellow x shapes circle square triangle
+  z[0, 0] = z[2, 1] = z[2, 0] = 2.0  # a red circle, a blue square, a blue circle
+  z[2, 0] = 1.0
+  assert answer(z, "What colour is the circle?", "colour") == "red"
+  assert answer(z, "What shape is the blue object?", "shape") == "square"
+  assert answer(z, "How many circles are there?", "count") == "2"
+  assert answer(z, "Is there a green circle?", "yesno") == "no"
+  assert answer(z, "Is there a blue square?", "yesno") == "yes"
+  with pytest.raises(ValueError, match="not a synthetic colour question"):
+    answer(z, "Why?", "colour")
+
+
+def test_image_swap_changes_are_counted_by_question():
+  from sphinx_jax.eval.report import changed
+  asked = [{"id": "0", "prediction": "red"}, {"id": "1", "prediction": "two"},
+           {"id": "2", "prediction": "yes"}]
+  swapped = [{"id": "0", "prediction": "blue"}, {"id": "1", "prediction": "two"}]
+  assert changed(asked, swapped) == 0.5

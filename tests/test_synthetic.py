@@ -26,9 +26,9 @@ def records(path: str) -> list[dict]:
 
 
 def test_same_seed_same_bytes(world, tmp_path):
-  root = Path(world["corpus"]).parent
+  root = Path(world["tokenizer"]).parent
   again = synthetic.write_world(tmp_path / "a", 16, 8, seed=3)
-  assert files(Path(again["corpus"]).parent) == files(root)
+  assert files(Path(again["tokenizer"]).parent) == files(root)
   other = synthetic.write_world(tmp_path / "b", 16, 8, seed=4)
   assert records(other["train"]["scenes"]) != records(world["train"]["scenes"])
 
@@ -68,8 +68,9 @@ def test_tokenizer_ids(world):
 
 
 def test_every_record_loads_and_batches_flow(world):
-  specs = synthetic.sources(Path(world["corpus"]).parent)
+  specs = synthetic.sources(Path(world["tokenizer"]).parent)
   corpus = specs.pop("corpus")
+  specs.pop("towers")  # image-text pairs for stage 0 (data.pairs), not dialog samples
   config = pipeline.DataConfig(
       tokenizer=world["tokenizer"], sources=tuple(specs.values()), view_plan="tiny",
       tokens_per_image=sphinx_preset("tiny").image_tokens, seq_len=256,
@@ -83,7 +84,42 @@ def test_every_record_loads_and_batches_flow(world):
     assert batch["tokens"].shape == (9, 256)
   assert len(skips) == 0, skips.summary()
   evaluation = pipeline.DataConfig(
-      tokenizer=world["tokenizer"], sources=tuple(synthetic.sources(Path(world["corpus"]).parent, "eval").values()),
+      tokenizer=world["tokenizer"], sources=tuple(v for k, v in synthetic.sources(
+          Path(world["tokenizer"]).parent, "eval").items() if k != "towers"),
       view_plan="tiny", tokens_per_image=sphinx_preset("tiny").image_tokens, seq_len=256,
       max_images=synthetic.FRAMES, threads=1)
   assert pipeline.check(evaluation, skips) > 0 and len(skips) == 0, skips.summary()
+
+
+def test_corners_sit_on_the_grid_of_the_padded_square(world):
+  pad = (max(synthetic.IMAGE_SIZE) - synthetic.IMAGE_SIZE[1]) // 2
+  for s in records(world["train"]["scenes"]):
+    for thing in s["objects"] + ([s["word"]] if s["word"] else []):
+      x1, y1 = thing["box"][:2]
+      assert x1 % synthetic.GRID == 0 and (y1 + pad) % synthetic.GRID == 0, thing
+
+
+def test_alternatives_change_one_thing_of_their_kind():
+  rng = np.random.default_rng(0)
+  scene = {"objects": [synthetic._object("red", "circle", "small", [0, 2, 16, 18]),
+                       synthetic._object("blue", "square", "large", [40, 32, 66, 58])],
+           "word": {"text": "cat", "box": [30, 2, 48, 13], "position": "at the top"}}
+  truth = synthetic.tags(scene)
+  assert truth == "small red circle top left, large blue square bottom right; 2 shapes; word cat top"
+  for kind, n in (("colour", 3), ("shape", 2), ("word", 9), ("position", 5), ("count", 2)):
+    found = synthetic.alternatives(scene, kind, np.random.default_rng(1))
+    assert len(found) == n and truth not in found and len(set(found)) == n, kind
+  assert all("; 2 shapes;" not in t for t in synthetic.alternatives(scene, "count", rng))
+  negatives = synthetic.negatives(scene, rng)
+  assert len(negatives) == 3 and truth not in negatives
+  assert synthetic.regions(scene) == [
+      {"phrase": "small red circle", "box": [0, 2, 16, 18]},
+      {"phrase": "large blue square", "box": [40, 32, 66, 58]},
+      {"phrase": "word cat", "box": [30, 2, 48, 13]}]
+
+
+def test_each_split_has_its_own_corpus_and_tower_pairs(world):
+  train, held = (records(world[s]["corpus"]) for s in ("train", "eval"))
+  assert train and held and not set(map(str, held)) & set(map(str, train))
+  pairs = records(world["train"]["towers"])
+  assert len(pairs) == 16 and all(p["negatives"] and p["regions"] for p in pairs)

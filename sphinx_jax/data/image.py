@@ -37,13 +37,23 @@ def pad_to_square(image: Image.Image) -> Image.Image:
   return square
 
 
+def square(image: Image.Image, size: int) -> np.ndarray:
+  """A PIL image -> uint8 [size, size, 3]: padded to a square and resized, as the reference."""
+  padded = pad_to_square(image.convert("RGB"))
+  if padded.size != (size, size):
+    padded = padded.resize((size, size), Image.Resampling.BICUBIC)
+  return np.asarray(padded, np.uint8)
+
+
+def normalize(pixels: np.ndarray) -> np.ndarray:
+  """uint8 RGB [..., 3] -> float32, /255 then CLIP statistics."""
+  pixels = np.asarray(pixels, np.float32) / np.float32(255)
+  return (pixels - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+
+
 def preprocess(image: Image.Image, size: int) -> np.ndarray:
   """A PIL image -> [size, size, 3] float32, CLIP-normalised, as the reference's transform."""
-  square = pad_to_square(image.convert("RGB"))
-  if square.size != (size, size):
-    square = square.resize((size, size), Image.Resampling.BICUBIC)
-  pixels = np.asarray(square, np.float32) / np.float32(255)
-  return (pixels - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+  return normalize(square(image, size))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,7 +90,11 @@ _make_views = jax.jit(make_views, static_argnums=1)
 
 def views(frames, plan: ViewPlan) -> dict[str, np.ndarray]:
   """PIL images -> {'vit', 'convnext'} view stacks [n, V, ...] (reference preprocess + tiling)."""
-  pixels = np.stack([preprocess(f, plan.image_size) for f in frames])
+  return tiled(np.stack([preprocess(f, plan.image_size) for f in frames]), plan)
+
+
+def tiled(pixels: np.ndarray, plan: ViewPlan) -> dict[str, np.ndarray]:
+  """Preprocessed squares [..., S, S, 3] -> their view stacks, computed on the host CPU."""
   pixels = jax.device_put(pixels, jax.devices("cpu")[0])
   return {k: np.asarray(v) for k, v in _make_views(pixels, plan).items()}
 

@@ -40,9 +40,13 @@ SIZES = {"small": 16, "large": 26}
 WORDS = ("cat", "dog", "sun", "map", "box", "cup", "hat", "pen", "key", "car")
 IMAGE_SIZE = (80, 64)
 GAP = 4
+# Corners sit on a 10-px grid of the 80-px padded square the model sees: the pitch of the
+# sub-image crops' patches (docs/architecture.md has the arithmetic), so a box is a choice of
+# cells and REC at laptop scale is about finding the object, not regressing pixels.
+GRID = 10
 FRAMES = 4  # frames per video (MimicIt(num_frames=FRAMES) keeps them all)
 SHOTS = 2  # images per in-context set: the examples, then the query
-VERSION = 2  # bump when what write_world writes changes (the recipe then rebuilds its world)
+VERSION = 3  # bump when what write_world writes changes (the recipe then rebuilds its world)
 STEP = 8  # pixels a video's shape moves per frame
 MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 OCR_QUESTION = "What word is written in the image?"
@@ -63,10 +67,13 @@ def _apart(a, b) -> bool:
 
 
 def _place(rng, taken, w: int, h: int):
-  """A box of w x h inside the image, GAP away from every box taken, or None."""
+  """A box of w x h inside the image with its corner on the GRID of the padded square, GAP away
+  from every box taken, or None."""
+  pad = (max(IMAGE_SIZE) - IMAGE_SIZE[1]) // 2  # rows above the image in its padded square
+  xs = range(0, IMAGE_SIZE[0] - w + 1, GRID)
+  ys = range(-pad % GRID, IMAGE_SIZE[1] - h + 1, GRID)
   for _ in range(100):
-    x = int(rng.integers(0, IMAGE_SIZE[0] - w + 1))
-    y = int(rng.integers(0, IMAGE_SIZE[1] - h + 1))
+    x, y = int(xs[int(rng.integers(len(xs)))]), int(ys[int(rng.integers(len(ys)))])
     box = [x, y, x + w, y + h]
     if all(_apart(box, t) for t in taken):
       return box
@@ -214,6 +221,14 @@ def tags(s: dict) -> str:
   return text
 
 
+def regions(s: dict) -> list[dict]:
+  """Each object's and the word's phrase and pixel box: `small red circle`, `word cat`."""
+  out = [{"phrase": f"{o['size']} {_name(o)}", "box": o["box"]} for o in s["objects"]]
+  if s["word"]:
+    out.append({"phrase": f"word {s['word']['text']}", "box": s["word"]["box"]})
+  return out
+
+
 def questions(s: dict, rng) -> dict[str, tuple[str, str]]:
   """One (question, answer) per VQA type the scene allows: colour (of a shape seen once), shape
   (of a colour seen once), count and yes/no (half of them about a present object)."""
@@ -301,7 +316,7 @@ class _Split:
       self.add("captions_real", {"image": image, "caption": real_caption(s)})
       self.add("captions_synthetic", {"image": image, "caption": dense_caption(s)})
       self.add("towers", {"image": image, "caption": tags(s),
-                          "negatives": negatives(s, self.rng)})
+                          "negatives": negatives(s, self.rng), "regions": regions(s)})
       for kind, (q, a) in questions(s, self.rng).items():
         self.add("vqa", {"image": image, "question": q, "answer": a, "type": kind})
       if s["word"]:

@@ -70,6 +70,7 @@ def draw(image: Image.Image, groundings: list[Grounding]) -> Image.Image:
     for coords in g.coords:
       c = to_image(coords, *out.size)
       if len(c) == 4:
+        c = (min(c[0], c[2]), min(c[1], c[3]), max(c[0], c[2]), max(c[1], c[3]))
         pen.rectangle(c, outline=color, width=max(1, radius // 2))
         anchor = (c[0] + 2, c[1] + 1)
       else:

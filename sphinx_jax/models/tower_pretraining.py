@@ -7,6 +7,8 @@ in for their pre-training, one objective per family as the originals:
   between the tower's pooled output and a text encoding, each tower with its own projections and
   learned temperature over one shared text trunk (a laptop-scale saving: each real model has its
   own text encoder). Identical captions in a batch are all positives of each other.
+- clip, convnext also align regions with words, as GLIP: each object's phrase against the mean
+  of the patch tokens its box covers, in the same embedding space (global view and a crop).
 - dinov2 (self-supervised): InfoNCE between two augmented views of one image (a shifted global
   view against a shifted sub-image crop or another global view): the contrastive form of DINO's
   local-to-global invariance, through a 2-layer projection head.
@@ -67,21 +69,44 @@ class TowerPretraining(nn.Module):
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)),
                                   (len(names),))
 
-  def pooled(self, vit: jax.Array, convnext: jax.Array) -> dict[str, jax.Array]:
-    """Each text-aligned tower's mean output token, [B, width] (global views [B, s, s, 3])."""
-    out = {"convnext": self.convnext(convnext).mean(axis=(1, 2))}
+  def features(self, vit: jax.Array, convnext: jax.Array, qformer: bool = True) -> dict:
+    """Raw outputs of the text-aligned towers on views [N, s, s, 3]: clip [N, 1 + g^2, C],
+    convnext [N, g, g, C], qformer [N, queries, C] (unless `qformer` is False)."""
+    out = {"convnext": self.convnext(convnext)}
     if self.cfg.clip is not None:
-      out["clip"] = self.clip(vit).mean(axis=1)
-    if self.cfg.blip2 is not None:
-      out["qformer"] = self.qformer(vit).mean(axis=1)
+      out["clip"] = self.clip(vit)
+    if self.cfg.blip2 is not None and qformer:
+      out["qformer"] = self.qformer(vit)
+    return out
+
+  def _global(self, feats: dict) -> dict[str, jax.Array]:
+    pooled = {n: x.reshape(x.shape[0], -1, x.shape[-1]).mean(axis=1) for n, x in feats.items()}
+    return {n: _unit(self.image_heads[n](x)) for n, x in pooled.items()}
+
+  def _regions(self, feats: dict, boxes: jax.Array) -> dict[str, jax.Array]:
+    """[N, R, E] per gridded tower: the tokens each box covers, averaged by overlap."""
+    out = {}
+    for name in ("clip", "convnext"):
+      if name not in feats:
+        continue
+      x = feats[name]
+      grid = x[:, 1:] if name == "clip" else x.reshape(x.shape[0], -1, x.shape[-1])
+      weights = cell_weights(boxes, int(round(grid.shape[1] ** 0.5)))
+      pooled = jnp.einsum("nrk,nkc->nrc", weights.reshape(*weights.shape[:2], -1), grid)
+      out[name] = _unit(self.image_heads[name](pooled))
     return out
 
   def image_embeddings(self, vit, convnext) -> dict[str, jax.Array]:
-    """Unit-norm image embeddings [B, E] of each text-aligned tower."""
-    return {n: _unit(self.image_heads[n](x)) for n, x in self.pooled(vit, convnext).items()}
+    """Unit-norm image embeddings [N, E] of each text-aligned tower (the mean output token)."""
+    return self._global(self.features(vit, convnext))
+
+  def region_embeddings(self, vit, convnext, boxes) -> dict[str, jax.Array]:
+    """Unit-norm embeddings [N, R, E] of the regions `boxes` [N, R, 4] (fractions of each view),
+    for the towers with a patch grid (CLIP ViT, ConvNeXt), in their image embedding space."""
+    return self._regions(self.features(vit, convnext, qformer=False), boxes)
 
   def text_embeddings(self, tokens, valid) -> dict[str, jax.Array]:
-    """Unit-norm text embeddings [B, E], one per text-aligned tower's projection."""
+    """Unit-norm text embeddings [N, E], one per text-aligned tower's projection."""
     trunk = self.text_encoder(tokens, valid)
     return {n: _unit(head(trunk)) for n, head in self.text_heads.items()}
 
@@ -93,18 +118,40 @@ class TowerPretraining(nn.Module):
     return _unit(self.dino_out(nn.gelu(self.dino_hidden(x)))).reshape(*lead, -1)
 
   def __call__(self, batch: dict) -> dict:
-    """Embeddings of a data.pairs batch: images, captions then hard negatives ([B + B*K, E])."""
+    """Embeddings of a data.pairs batch: global views, captions then hard negatives
+    ([B + B*K, E]), the regions of both views [B, 2, R, E] and their phrases [B, R, E]."""
     b, k, length = batch["negatives"].shape
+    views = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  [B, 2, ...] -> [2B, ...]
+    feats = self.features(views(batch["vit"]), views(batch["convnext"]), qformer=False)
+    first = {n: x.reshape(b, 2, *x.shape[1:])[:, 0] for n, x in feats.items()}
+    if self.cfg.blip2 is not None:
+      first["qformer"] = self.qformer(batch["vit"][:, 0])
+    regions = self._regions(feats, views(batch["boxes"]))
+    r, p = batch["phrases"].shape[1:]
     texts = jnp.concatenate([batch["text"], batch["negatives"].reshape(b * k, length)])
     valid = jnp.concatenate([batch["text_valid"],
                              batch["negatives_valid"].reshape(b * k, length)])
-    return {"image": self.image_embeddings(batch["vit"], batch["convnext"]),
-            "text": self.text_embeddings(texts, valid),
+    return {"image": self._global(first), "text": self.text_embeddings(texts, valid),
+            "regions": {n: x.reshape(b, 2, r, -1) for n, x in regions.items()},
+            "phrases": self.text_embeddings(batch["phrases"].reshape(b * r, p),
+                                            batch["phrases_valid"].reshape(b * r, p)),
             "dino": self.dino_embeddings(batch["dino"]), "logit_scale": self.logit_scale}
 
 
+def cell_weights(boxes: jax.Array, grid: int) -> jax.Array:
+  """[..., 4] boxes (fractions) -> [..., grid, grid]: each cell's share of the box's area."""
+  edges = jnp.arange(grid + 1) / grid
+  def overlap(lo, hi):
+    return jnp.clip(jnp.minimum(hi[..., None], edges[1:]) - jnp.maximum(lo[..., None],
+                                                                        edges[:-1]), 0.0)
+  cells = overlap(boxes[..., 1], boxes[..., 3])[..., :, None] * overlap(
+      boxes[..., 0], boxes[..., 2])[..., None, :]
+  return cells / jnp.maximum(cells.sum(axis=(-2, -1), keepdims=True), 1e-9)
+
+
 def _unit(x: jax.Array) -> jax.Array:
-  return x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-6)
+  """x / |x|, with a finite gradient at 0 (padded regions pool nothing)."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
 
 
 def contrastive_loss(a: jax.Array, b: jax.Array, scale: jax.Array,
@@ -124,16 +171,47 @@ def contrastive_loss(a: jax.Array, b: jax.Array, scale: jax.Array,
   return loss, hit.mean()
 
 
+def _identical(tokens: jax.Array, valid: jax.Array) -> jax.Array:
+  """[N, N]: rows holding the same text."""
+  tokens = jnp.where(valid, tokens, -1)
+  return (tokens[:, None, :] == tokens[None, :, :]).all(axis=-1)
+
+
+def region_loss(regions: jax.Array, region_valid: jax.Array, phrases: jax.Array,
+                phrase_valid: jax.Array, same: jax.Array, scale: jax.Array):
+  """Each valid region [M, E] against every valid phrase of the batch [P, E]; `same` [M, P]
+  marks its phrase and the identical ones (its positives). (loss, top-1 accuracy)."""
+  logits = jnp.where(phrase_valid[None, :], scale * regions @ phrases.T, -1e9)
+  targets = (same & phrase_valid[None, :]).astype(jnp.float32)
+  targets = targets / jnp.maximum(targets.sum(axis=1, keepdims=True), 1)
+  weight = region_valid.astype(jnp.float32)
+  loss = (optax.softmax_cross_entropy(logits, targets) * weight).sum() / jnp.maximum(
+      weight.sum(), 1)
+  hit = jnp.take_along_axis(targets, logits.argmax(axis=1)[:, None], axis=1)[:, 0] > 0
+  return loss, (hit * weight).sum() / jnp.maximum(weight.sum(), 1)
+
+
 def pretraining_loss(out: dict, batch: dict) -> tuple[jax.Array, dict]:
-  """The sum of every tower's contrastive loss, and per-tower losses and in-batch accuracies."""
-  tokens = jnp.where(batch["text_valid"], batch["text"], -1)
-  same = (tokens[:, None, :] == tokens[None, :, :]).all(axis=-1)
+  """The sum of every tower's contrastive losses (image-caption, region-phrase for the gridded
+  towers, DINOv2's view pair), and per-tower losses and in-batch accuracies."""
+  same = _identical(batch["text"], batch["text_valid"])
+  b, r, p = batch["phrases"].shape
+  phrase_same = _identical(batch["phrases"].reshape(b * r, p),
+                           batch["phrases_valid"].reshape(b * r, p))
+  region_same = jnp.tile(phrase_same.reshape(b, 1, r, b * r), (1, 2, 1, 1)).reshape(-1, b * r)
+  phrase_valid = batch["region_valid"][:, 0].reshape(b * r)
   metrics, total = {}, 0.0
   scales = jnp.exp(jnp.clip(out["logit_scale"], 0.0, np.log(100.0)))  # CLIP's clamp at 100
   for i, name in enumerate(out["image"]):
     loss, acc = contrastive_loss(out["image"][name], out["text"][name], scales[i], same)
     metrics[f"loss_{name}"], metrics[f"acc_{name}"] = loss, acc
     total += loss
+    if name in out["regions"]:
+      loss, acc = region_loss(out["regions"][name].reshape(b * 2 * r, -1),
+                              batch["region_valid"].reshape(-1), out["phrases"][name],
+                              phrase_valid, region_same, scales[i])
+      metrics[f"loss_{name}_regions"], metrics[f"acc_{name}_regions"] = loss, acc
+      total += loss
   loss, acc = contrastive_loss(out["dino"][:, 0], out["dino"][:, 1], 1 / DINO_TEMPERATURE)
   metrics["loss_dinov2"], metrics["acc_dinov2"] = loss, acc
   total += loss

@@ -66,16 +66,20 @@ def model(config: TowersConfig) -> TowerPretraining:
 
 def _example_batch(config: TowersConfig, cfg: SphinxConfig) -> dict:
   s, t, n = cfg.dinov2.image_size, cfg.convnext_size, 2
-  return {"vit": jnp.zeros((n, s, s, 3)), "convnext": jnp.zeros((n, t, t, 3)),
+  return {"vit": jnp.zeros((n, 2, s, s, 3)), "convnext": jnp.zeros((n, 2, t, t, 3)),
           "dino": jnp.zeros((n, 2, s, s, 3)), "text": jnp.zeros((n, 4), jnp.int32),
           "text_valid": jnp.ones((n, 4), bool), "negatives": jnp.zeros((n, 1, 4), jnp.int32),
-          "negatives_valid": jnp.ones((n, 1, 4), bool)}
+          "negatives_valid": jnp.ones((n, 1, 4), bool), "phrases": jnp.zeros((n, 1, 4), jnp.int32),
+          "phrases_valid": jnp.ones((n, 1, 4), bool), "boxes": jnp.ones((n, 2, 1, 4)),
+          "region_valid": jnp.ones((n, 2, 1), bool)}
 
 
-def pretrain(config: TowersConfig) -> tuple[TowerPretraining, dict]:
+def pretrain(config: TowersConfig, label: str = "stage 0: towers") -> tuple[TowerPretraining,
+                                                                            dict]:
   """Train every tower against its objective for `config.steps`; writes metrics.jsonl and
   TensorBoard logs in the workdir and exports the SPHINX checkpoint (`export_dir`). Returns the
-  module and its trained params (for the towers' zero-shot evaluation)."""
+  module and its trained params (for the towers' zero-shot evaluation); `label` names the
+  progress bar."""
   workdir = Path(config.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   net = model(config)
@@ -105,7 +109,7 @@ def pretrain(config: TowersConfig) -> tuple[TowerPretraining, dict]:
   writer = SummaryWriter(str(workdir / "tensorboard"))
   batch = first
   with open(workdir / "metrics.jsonl", "w") as metrics_file, sharding.use_mesh(mesh), tqdm(
-      total=config.steps, desc="stage 0: towers", dynamic_ncols=True) as bar:
+      total=config.steps, desc=label, dynamic_ncols=True) as bar:
     for i in range(config.steps):
       began = time.perf_counter()
       params, opt_state, out = step(params, opt_state, batch)
