@@ -123,3 +123,21 @@ def test_each_split_has_its_own_corpus_and_tower_pairs(world):
   assert train and held and not set(map(str, held)) & set(map(str, train))
   pairs = records(world["train"]["towers"])
   assert len(pairs) == 16 and all(p["negatives"] and p["regions"] for p in pairs)
+
+
+def test_dialog_turns_never_answer_each_other():
+  scene = {"objects": [synthetic._object("red", "circle", "small", [0, 2, 16, 18])],
+           "word": None}
+  about_it = ("What colour is the circle?", "What shape is the red object?",
+              "Is there a red circle?")
+  for seed in range(40):
+    turns = synthetic.vqa_dialog(scene, np.random.default_rng(seed))
+    questions = [q.split("\n")[0] for q, _ in turns]
+    assert len(turns) <= synthetic.DIALOG_TURNS and len(set(questions)) == len(questions)
+    assert sum(q in about_it for q in questions) <= 1, questions  # one reveals the others
+    if "What colour is the circle?" in questions:  # it says there is exactly one circle
+      assert questions.index("What colour is the circle?") > questions.index(
+          "How many circles are there?") if "How many circles are there?" in questions else True
+  rec = synthetic.rec_dialog({"objects": [scene["objects"][0]] * 5, "word": None},
+                             np.random.default_rng(0))
+  assert len(rec) == synthetic.REC_TURNS

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sphinx_jax.data import tasks, templates
 from sphinx_jax.data.mimic_it import MimicIt
 from sphinx_jax.data.pairs import Pairs
-from sphinx_jax.data.sources import Captions, Task, TextCorpus
+from sphinx_jax.data.sources import Captions, Conversations, Task, TextCorpus
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 30)}
@@ -46,7 +46,7 @@ GAP = 4
 GRID = 10
 FRAMES = 4  # frames per video (MimicIt(num_frames=FRAMES) keeps them all)
 SHOTS = 2  # images per in-context set: the examples, then the query
-VERSION = 3  # bump when what write_world writes changes (the recipe then rebuilds its world)
+VERSION = 5  # bump when what write_world writes changes (the recipe then rebuilds its world)
 STEP = 8  # pixels a video's shape moves per frame
 MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 OCR_QUESTION = "What word is written in the image?"
@@ -151,10 +151,17 @@ def real_caption(s: dict) -> str:
 
 
 def dense_caption(s: dict) -> str:
-  """Every object's size, colour, shape and place, the count, and the word."""
-  parts = [f"a {o['size']} {_name(o)} {o['position']}" for o in s["objects"]]
+  """Every object's size, colour and place grouped by shape, each shape's count, the total and
+  the word: `The image shows 2 circles: a small red one at the top left and a large blue one
+  at the bottom; 1 square: ... There are 3 shapes.` Shape first, where the short captions put
+  colour first, so the two domains bind attributes in both directions."""
+  groups = []
+  for shape in dict.fromkeys(o["shape"] for o in s["objects"]):
+    these = [o for o in s["objects"] if o["shape"] == shape]
+    groups.append(f"{len(these)} {shape}{'' if len(these) == 1 else 's'}: " + _listing(
+        [f"a {o['size']} {o['colour']} one {o['position']}" for o in these]))
   n = len(s["objects"])
-  text = (f"The image shows {_listing(parts)}. "
+  text = (f"The image shows {'; '.join(groups)}. "
           f"There {'is' if n == 1 else 'are'} {n} shape{'' if n == 1 else 's'}.")
   if s["word"]:
     text += f" The word \"{s['word']['text']}\" is written {s['word']['position']}."
@@ -255,6 +262,83 @@ def questions(s: dict, rng) -> dict[str, tuple[str, str]]:
   return out
 
 
+DIALOG_TURNS = 4  # short-answer turns per training dialog at most (they fit a stage-2 row)
+REC_TURNS = 3  # REC turns per training dialog at most (boxes are long)
+
+
+def vqa_dialog(s: dict, rng) -> list[tuple[str, str]]:
+  """Up to DIALOG_TURNS short-answer turns about one scene (colour of each shape seen once, shape
+  of each colour seen once, each shape's count, yes/no, the word), in random order, each turn
+  dropped whose answer the earlier turns already give away: the model must read every answer
+  from the image, as when it is asked one question."""
+  objects = s["objects"]
+  shapes, colours = [o["shape"] for o in objects], [o["colour"] for o in objects]
+  pool = [("colour", o["shape"], o["colour"]) for o in objects if shapes.count(o["shape"]) == 1]
+  pool += [("shape", o["colour"], o["shape"]) for o in objects
+           if colours.count(o["colour"]) == 1]
+  pool += [("count", shape, str(shapes.count(shape))) for shape in SHAPES]
+  names = {_name(o) for o in objects}
+  absent = [f"{c} {h}" for c in COLOURS for h in SHAPES if f"{c} {h}" not in names]
+  asked = [sorted(names)[int(rng.integers(len(names)))], absent[int(rng.integers(len(absent)))]]
+  pool += [("yesno", name, "yes" if name in names else "no") for name in asked]
+  if s["word"]:
+    pool.append(("ocr", "", s["word"]["text"]))
+  known, counts, turns = {}, {}, []  # known: "colour shape" -> present?; counts: shape -> n
+  for i in rng.permutation(len(pool)):
+    kind, about, answer = pool[int(i)]
+    if _given(kind, about, known, counts):
+      continue
+    question = {"colour": f"What colour is the {about}?",
+                "shape": f"What shape is the {about} object?",
+                "count": f"How many {about}s are there?", "yesno": f"Is there a {about}?",
+                "ocr": OCR_QUESTION}[kind]
+    turns.append((f"{question}\n{tasks.VQA}", answer))
+    if kind == "colour":
+      known[f"{answer} {about}"], counts[about] = True, 1
+    elif kind == "shape":
+      known[f"{about} {answer}"] = True
+    elif kind == "count":
+      counts[about] = int(answer)
+    elif kind == "yesno":
+      known[about] = answer == "yes"
+    if len(turns) == DIALOG_TURNS:
+      break
+  return turns
+
+
+def _given(kind: str, about: str, known: dict, counts: dict) -> bool:
+  """Whether earlier turns (objects known present or absent, shape counts) answer this one."""
+  present = [name for name, yes in known.items() if yes]
+  if kind == "colour":
+    return any(name.endswith(f" {about}") for name in present)
+  if kind == "shape":
+    return any(name.startswith(f"{about} ") for name in present)
+  if kind == "count":
+    return about in counts
+  if kind == "yesno":
+    shape = about.split()[1]
+    return about in known or counts.get(shape) == 0 or (
+        counts.get(shape) == 1 and any(n.endswith(f" {shape}") for n in present))
+  return False
+
+
+def rec_dialog(s: dict, rng) -> list[tuple[str, str]]:
+  """REC turns for up to REC_TURNS of the scene's objects, in random order (one object's box
+  says nothing of another's)."""
+  order = rng.permutation(len(s["objects"]))[:REC_TURNS]
+  return [tasks.rec({"phrase": f"the {_name(s['objects'][int(i)])}",
+                     "box": s["objects"][int(i)]["box"]}, IMAGE_SIZE)[0] for i in order]
+
+
+def _conversation(image: str, turns: list[tuple[str, str]]) -> dict:
+  """A LLaVA-format dialog record (data.sources.Conversations)."""
+  messages = []
+  for i, (q, a) in enumerate(turns):
+    messages += [{"from": "human", "value": f"<image>\n{q}" if i == 0 else q},
+                 {"from": "gpt", "value": a}]
+  return {"image": image, "conversations": messages}
+
+
 def _changed(s: dict, rng) -> tuple[dict, str]:
   """A copy of `s` with one object removed or recoloured, and the sentence saying so."""
   objects = list(s["objects"])
@@ -324,6 +408,8 @@ class _Split:
                          "type": "ocr", "box": s["word"]["box"]})
       for o in s["objects"]:
         self.add("rec", {"image": image, "phrase": f"the {_name(o)}", "box": o["box"]})
+      self.add("vqa_dialogs", _conversation(image, vqa_dialog(s, self.rng)))
+      self.add("rec_dialogs", _conversation(image, rec_dialog(s, self.rng)))
       labelled = [{"label": _name(o), "box": o["box"]} for o in s["objects"]]
       self.add("detection", {"image": image, "objects": labelled})
       self.add("grounded", {"image": image, "caption": real_caption(s), "regions": [
@@ -386,6 +472,10 @@ def _texts(split: _Split) -> list[str]:
     for r in records:
       if name.startswith("captions") or name == "towers":
         out.append(r["caption"])
+      elif name.endswith("_dialogs"):
+        messages = r["conversations"]
+        out.append(templates.conversation_prompt(
+            [(q["value"], a["value"]) for q, a in zip(messages[::2], messages[1::2])]))
       elif name in ("vqa", "ocr", "rec", "detection", "grounded"):
         task = {"ocr": "vqa", "grounded": "grounded_caption"}.get(name, name)
         out.append(templates.conversation_prompt(tasks.FORMATTERS[task](r, IMAGE_SIZE)))
@@ -446,6 +536,8 @@ def sources(root, split: str = "train", frames: int = FRAMES) -> dict:
     out[name] = MimicIt(str(folder / f"{name}_instructions.json"),
                         images=str(folder / f"{name}.json"), train_config=str(config), kind=kind,
                         num_frames=frames, name=name)
+  for name in ("vqa_dialogs", "rec_dialogs"):
+    out[name] = Conversations(str(folder / f"{name}.jsonl"), image_root=str(folder), name=name)
   out["corpus"] = TextCorpus(str(folder / "corpus.jsonl"), name="corpus")
   out["towers"] = Pairs(str(folder / "towers.jsonl"), image_root=str(folder), name="towers")
   return out

@@ -99,9 +99,10 @@ def answer(z: np.ndarray, question: str, kind: str) -> str:
   return "yes" if z[COLOURS.index(colour), SHAPES.index(shape)] > 0 else "no"
 
 
-def probe(model, world: Path, limit: int | None = None) -> dict:
-  """Held-out VQA accuracy per question type of the linear probe on `model`'s image tokens."""
-  train, x = image_tokens(model, world, "train", limit)
+def probe(model, world: Path, limit: int | None = None, fit_on: int = 2000) -> dict:
+  """Held-out VQA accuracy per question type of the linear probe on `model`'s image tokens,
+  fit on the first `fit_on` training scenes."""
+  train, x = image_tokens(model, world, "train", min(fit_on, limit or fit_on))
   held, x_held = image_tokens(model, world, "eval", limit)
   w, b, mean, std = fit(x, presence(train))
   scores = (((x_held - mean) / std) @ w + b).reshape(len(held), len(COLOURS), len(SHAPES))

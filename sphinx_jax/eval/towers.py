@@ -88,10 +88,10 @@ def _labels(records: list[dict]) -> dict[str, list]:
           "count": [len(r["objects"]) for r in records]}
 
 
-def knn(net, params, world: Path, plan: str, limit: int | None = None) -> dict:
-  """DINOv2's k-NN accuracy per label (colour and shape of one-object scenes, object count),
-  with the majority label's accuracy as `chance`."""
-  train, held = scenes(world, "train", limit), scenes(world, "eval", limit)
+def knn(net, params, world: Path, plan: str, limit: int | None = None, bank: int = 2000) -> dict:
+  """DINOv2's k-NN accuracy per label (colour and shape of one-object scenes, object count)
+  against the first `bank` training scenes, with the majority label's accuracy as `chance`."""
+  train, held = scenes(world, "train", min(bank, limit or bank)), scenes(world, "eval", limit)
   fn = jax.jit(lambda v: net.apply(params, v, method=type(net).dino_embeddings))
   bank = _batched(fn, (_views(world, "train", train, plan)["vit"],))
   query = _batched(fn, (_views(world, "eval", held, plan)["vit"],))

@@ -37,6 +37,7 @@ class TrainConfig:
   trainable: tuple[str, ...] = ("llm", "mixer")  # the towers stay frozen
   steps: int = 100
   micro_batches: int = 1  # gradient accumulation: the batch is split into this many steps
+  loss_weighting: str = "token"  # 'token' (the reference) or 'sample' (train.loss)
   param_dtype: str = "float32"  # master weights
   compute_dtype: str = "float32"  # 'bfloat16' for bf16 compute
   remat_policy: str = "none"

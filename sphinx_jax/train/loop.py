@@ -130,7 +130,8 @@ def train(exp: Experiment, resume: bool = False, label: str = "train") -> dict:
   first = next(data)
   batch_shardings = train_step.batch_shardings(first, mesh)
   step_fn = train_step.jit_train_step(
-      train_step.make_train_step(cfg, tx, t.trainable, t.micro_batches), state_shardings,
+      train_step.make_train_step(cfg, tx, t.trainable, t.micro_batches, t.loss_weighting),
+      state_shardings,
       batch_shardings, mesh)
   schedule = optimizer.schedule(t.optim, t.steps)
   flops = step_flops(cfg, abstract.params["params"], first)

@@ -11,16 +11,25 @@ import jax.numpy as jnp
 import optax
 
 
-SUM_KEYS = ("sum", "count", "image_sum", "image_count", "text_sum", "text_count")
+SUM_KEYS = ("sum", "count", "tokens", "image_sum", "image_count", "text_sum", "text_count")
+WEIGHTINGS = ("token", "sample")
 
 
-def loss_sums(logits, batch) -> dict:
-  """{'sum', 'count', 'image_sum', 'image_count', 'text_sum', 'text_count'} (float32 scalars)."""
+def loss_sums(logits, batch, weighting: str = "token") -> dict:
+  """{'sum', 'count', 'tokens', 'image_sum', 'image_count', 'text_sum', 'text_count'} (float32
+  scalars): sum / count is the loss. `weighting` 'token' (the reference): every supervised token
+  counts once; 'sample': each row's tokens share one unit of weight, so a one-word answer weighs
+  as much as a list of boxes (count is then the number of supervised rows)."""
+  if weighting not in WEIGHTINGS:
+    raise ValueError(f"loss weighting {weighting!r} is not one of {WEIGHTINGS}")
   targets = batch["tokens"][:, 1:]
-  weights = (batch["loss_mask"][:, 1:] & batch["valid"][:, 1:]).astype(jnp.float32)
+  supervised = (batch["loss_mask"][:, 1:] & batch["valid"][:, 1:]).astype(jnp.float32)
+  weights = supervised
+  if weighting == "sample":
+    weights = supervised / jnp.maximum(supervised.sum(axis=1, keepdims=True), 1)
   per_token = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], targets) * weights
   has_image = batch["image_mask"].any(axis=1).astype(jnp.float32)[:, None]
-  return {"sum": per_token.sum(), "count": weights.sum(),
+  return {"sum": per_token.sum(), "count": weights.sum(), "tokens": supervised.sum(),
           "image_sum": (per_token * has_image).sum(), "image_count": (weights * has_image).sum(),
           "text_sum": (per_token * (1 - has_image)).sum(),
           "text_count": (weights * (1 - has_image)).sum()}

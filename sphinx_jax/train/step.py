@@ -67,9 +67,10 @@ def batch_shardings(batch: dict, mesh: Mesh) -> dict:
 
 
 def make_train_step(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
-                    micro_batches: int = 1) -> Callable:
+                    micro_batches: int = 1, weighting: str = "token") -> Callable:
   """(state, batch) -> (state, metrics). The batch is split into `micro_batches` along its rows;
-  gradients of the summed token losses are accumulated and divided by the total token count.
+  gradients of the summed token losses are accumulated and divided by the total weight (the
+  token count, or the row count with `weighting='sample'`: train.loss).
   Only the trainable subtrees are differentiated; the frozen ones pass through untouched."""
   model = Sphinx(cfg)
 
@@ -77,7 +78,7 @@ def make_train_step(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
     def loss_fn(t):
       logits, _ = model.apply({"params": {**t, **frozen}}, batch["tokens"], batch["image_mask"],
                               batch["images"], kv_mask=batch["valid"])
-      sums = loss_sums(logits, batch)
+      sums = loss_sums(logits, batch, weighting)
       return sums["sum"], sums
     return jax.grad(loss_fn, has_aux=True)(train)
 
@@ -97,7 +98,7 @@ def make_train_step(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1), grads)
     updates, opt_state = tx.update(grads, state.opt_state, train)
     params = {"params": {**optax.apply_updates(train, updates), **frozen}}
-    metrics = {**mean_losses(sums), "grad_norm": optax.global_norm(grads), "tokens": sums["count"]}
+    metrics = {**mean_losses(sums), "grad_norm": optax.global_norm(grads), "tokens": sums["tokens"]}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return step

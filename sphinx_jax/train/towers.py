@@ -88,7 +88,10 @@ def pretrain(config: TowersConfig, label: str = "stage 0: towers") -> tuple[Towe
   init = lambda key: net.init(key, _example_batch(config, cfg))  # noqa: E731
   params, shardings = sharding.sharded_init(init, mesh, jax.random.key(config.seed))
   tx = optimizer.make(config.optim, config.steps)
-  opt_state = jax.jit(tx.init)(params)
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, jax.eval_shape(tx.init, params), shardings,
+      transform_non_params=lambda _: sharding.replicated(mesh))
+  opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
 
   def step(params, opt_state, batch):
     def loss_fn(p):
@@ -103,16 +106,17 @@ def pretrain(config: TowersConfig, label: str = "stage 0: towers") -> tuple[Towe
   first = next(data)
   batch_shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim), first)
   step = jax.jit(step, donate_argnums=(0, 1),
-                 in_shardings=(shardings, None, batch_shardings),
-                 out_shardings=(shardings, None, sharding.replicated(mesh)))
+                 in_shardings=(shardings, opt_shardings, batch_shardings),
+                 out_shardings=(shardings, opt_shardings, sharding.replicated(mesh)))
   schedule = optimizer.schedule(config.optim, config.steps)
   writer = SummaryWriter(str(workdir / "tensorboard"))
   batch = first
-  with open(workdir / "metrics.jsonl", "w") as metrics_file, sharding.use_mesh(mesh), tqdm(
+  with open(workdir / "metrics.jsonl", "w") as metrics_file, tqdm(
       total=config.steps, desc=label, dynamic_ncols=True) as bar:
     for i in range(config.steps):
       began = time.perf_counter()
-      params, opt_state, out = step(params, opt_state, batch)
+      with sharding.use_mesh(mesh):  # only the step: the data's host ops run outside the mesh
+        params, opt_state, out = step(params, opt_state, batch)
       out = {k: float(v) for k, v in jax.device_get(out).items()}
       if not np.isfinite(out["loss"]):
         raise FloatingPointError(f"stage 0 step {i + 1}: loss {out['loss']}; stopping")
