@@ -33,7 +33,8 @@ METRIC = {"vqav2": "accuracy", "okvqa": "accuracy", "gqa": "accuracy", "vizwiz":
           "pope": "adversarial", "mme": "perception", "refcoco": "acc@0.5",
           "refcoco+": "acc@0.5", "refcocog": "acc@0.5", "coco_captions": "cider",
           "llava_bench": "note", "mmvet": "note", "synthetic_vqa": "per_answer_type",
-          "synthetic_ocr": "accuracy", "synthetic_rec": "acc@0.5"}
+          "synthetic_ocr": "accuracy", "synthetic_rec": "acc@0.5",
+          "synthetic_detection": "f1@0.5", "synthetic_vqa_swapped": "per_answer_type"}
 
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))

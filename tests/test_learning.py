@@ -2,7 +2,7 @@
 
 - Every row of a training batch carries the images its text talks about, in order, at the slots
   its text leaves for them, and the model splices each row's own image tokens there.
-- A sanity world where the answer is the whole image's colour is learned to ~100% in a few dozen
+- A sanity world where the answer is the whole image's colour is learned to ~100% in 150
   steps, even with random frozen towers: nothing between pixels and loss loses the image.
 """
 import json
@@ -49,7 +49,7 @@ def numbered(tmp_path_factory):
   specs = tuple(sources.Conversations(str(fx.write_jsonl(d / f"{n}.jsonl", r)), str(d))
                 for n, r in (("one", one), ("two", two), ("pair", pair)))
   return pipeline.DataConfig(tokenizer=str(fx.tokenizer(d / "tok")), sources=specs,
-                             view_plan="tiny", tokens_per_image=MODEL.image_tokens, seq_len=128,
+                             view_plan="tiny", tokens_per_image=MODEL.image_tokens, seq_len=256,
                              max_images=2, batch_size=8, seed=1, threads=1)
 
 
@@ -128,7 +128,7 @@ def test_whole_image_colour_is_learned_with_random_towers(one_colour_world, tmp_
   root = one_colour_world
   exp = Experiment(
       str(tmp_path / "run"),
-      TrainConfig(model="tiny", steps=40, log_every=10, checkpoint_every=1000,
+      TrainConfig(model="tiny", steps=150, log_every=10, checkpoint_every=1000,
                   mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
                   optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=10, weight_decay=0.0)),
       pipeline.DataConfig(tokenizer=str(root / "tokenizer.model"),
@@ -137,7 +137,7 @@ def test_whole_image_colour_is_learned_with_random_towers(one_colour_world, tmp_
                           view_plan="tiny", tokens_per_image=MODEL.image_tokens, seq_len=80,
                           batch_size=16, threads=1))
   train(exp)
-  model = Sphinx.from_pretrained(tmp_path / "run" / "params_step40")
+  model = Sphinx.from_pretrained(tmp_path / "run" / "params_step150")
   summary = evaluate(model, "synthetic_vqa", root, tmp_path / "eval", batch_size=64,
                      progress=False)
   assert summary["per_answer_type"]["colour"] >= 95.0, summary

@@ -102,7 +102,7 @@ def test_corners_sit_on_the_grid_of_the_padded_square(world):
 def test_alternatives_change_one_thing_of_their_kind():
   rng = np.random.default_rng(0)
   scene = {"objects": [synthetic._object("red", "circle", "small", [0, 2, 16, 18]),
-                       synthetic._object("blue", "square", "large", [40, 32, 66, 58])],
+                       synthetic._object("blue", "square", "large", [50, 32, 76, 58])],
            "word": {"text": "cat", "box": [30, 2, 48, 13], "position": "at the top"}}
   truth = synthetic.tags(scene)
   assert truth == "small red circle top left, large blue square bottom right; 2 shapes; word cat top"
@@ -114,7 +114,7 @@ def test_alternatives_change_one_thing_of_their_kind():
   assert len(negatives) == 3 and truth not in negatives
   assert synthetic.regions(scene) == [
       {"phrase": "small red circle", "box": [0, 2, 16, 18]},
-      {"phrase": "large blue square", "box": [40, 32, 66, 58]},
+      {"phrase": "large blue square", "box": [50, 32, 76, 58]},
       {"phrase": "word cat", "box": [30, 2, 48, 13]}]
 
 

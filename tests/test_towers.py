@@ -73,7 +73,7 @@ def test_crop_boxes_move_into_the_crop_and_say_what_is_inside():
 def test_depthwise_conv_equals_a_grouped_convolution():
   x = jax.random.normal(jax.random.key(0), (2, 9, 7, 5))
   conv = DepthwiseConv(5, 7, "float32", "float32")
-  params = conv.init(jax.random.key(1), x)
+  params = nn.unbox(conv.init(jax.random.key(1), x))
   kernel, bias = params["params"]["kernel"], params["params"]["bias"]
   bias = bias + jax.random.normal(jax.random.key(2), bias.shape)
   reference = jax.lax.conv_general_dilated(
@@ -122,8 +122,8 @@ def world(tmp_path_factory):
 
 def config(world, **kw):
   spec = synthetic.sources(world, "train")["towers"]
-  return pairs.PairsConfig(tokenizer=str(world / "tokenizer.model"), sources=(spec,),
-                           **{"batch_size": 8, "negatives": 2, "text_len": 56, "threads": 1,
+  return pairs.PairsConfig(tokenizer=str(world / "tokenizer.model"),
+                           **{"sources": (spec,), "batch_size": 8, "negatives": 2, "text_len": 56, "threads": 1,
                               **kw})
 
 

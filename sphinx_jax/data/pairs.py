@@ -174,7 +174,7 @@ def _views(batch: dict, rng: np.random.Generator, plan: ViewPlan, shift: int) ->
   squares = batch.pop("square")
   n = len(squares)
   crop = rng.integers(1, plan.num_views, size=n)
-  cpu = jax.devices("cpu")[0]  # host work, never on an accelerator
+  cpu = jax.local_devices(backend="cpu")[0]  # this host's work, never on an accelerator
   views = {k: np.asarray(v) for k, v in _global_and_crop(
       jax.device_put(squares, cpu), jax.device_put(crop, cpu), plan).items()}
   pairs, h, w = views["vit"], views["vit"].shape[2], views["vit"].shape[3]

@@ -125,7 +125,9 @@ def mixture(specs, weights, fn, config, skips: SkipLog) -> grain.IterDataset:
            .shuffle(seed=config.seed + i).repeat() for i, src in enumerate(opened)]
   weights = weights or [len(src) for src in opened]
   mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
-  limit = sum(len(src) for src in opened)
+  # Reshuffled epochs can put one epoch's bad records right after the last epoch's: with one good
+  # record left, a run of bad ones is at most twice the records.
+  limit = 2 * sum(len(src) for src in opened)
   return mixed.to_iter_dataset(read_options(config)).filter(_keeper(skips, limit))
 
 

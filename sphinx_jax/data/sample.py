@@ -95,7 +95,7 @@ def views(frames, plan: ViewPlan) -> dict[str, np.ndarray]:
 
 def tiled(pixels: np.ndarray, plan: ViewPlan) -> dict[str, np.ndarray]:
   """Preprocessed squares [..., S, S, 3] -> their view stacks, computed on the host CPU."""
-  pixels = jax.device_put(pixels, jax.devices("cpu")[0])
+  pixels = jax.device_put(pixels, jax.local_devices(backend="cpu")[0])
   return {k: np.asarray(v) for k, v in _make_views(pixels, plan).items()}
 
 
