@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import optax
 
+from sphinx_jax import sharding
 from sphinx_jax.train.config import OptimConfig
 
 NO_DECAY = ("scale", "bias")  # norm weights and biases, as the reference's param groups
@@ -41,3 +42,11 @@ def split(params: dict, trainable: tuple[str, ...]) -> tuple[dict, dict]:
     raise ValueError(f"trainable {sorted(unknown)} not in the model's {sorted(params)}")
   return ({k: v for k, v in params.items() if k in trainable},
           {k: v for k, v in params.items() if k not in trainable})
+
+
+def state_shardings(tx, params, param_shardings, mesh):
+  """(abstract optimizer state of `params`, its shardings): moments sharded as their params,
+  counters replicated."""
+  state = jax.eval_shape(tx.init, params)
+  return state, optax.tree_map_params(tx, lambda _, s: s, state, param_shardings,
+                                      transform_non_params=lambda _: sharding.replicated(mesh))

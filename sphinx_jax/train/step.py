@@ -14,7 +14,7 @@ from sphinx_jax import sharding
 from sphinx_jax.configs import SphinxConfig
 from sphinx_jax.models.sphinx import Sphinx, init_params
 from sphinx_jax.train.loss import SUM_KEYS, loss_sums, mean_losses
-from sphinx_jax.train.optimizer import split
+from sphinx_jax.train.optimizer import split, state_shardings
 
 BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "images")
 
@@ -36,10 +36,7 @@ def abstract_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
   sharding.check_divisible(params, param_shardings)
   train, _ = split(params["params"], trainable)
   train_shardings, _ = split(param_shardings["params"], trainable)
-  opt_state = jax.eval_shape(tx.init, train)
-  opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, opt_state, train_shardings,
-      transform_non_params=lambda _: sharding.replicated(mesh))
+  opt_state, opt_shardings = state_shardings(tx, train, train_shardings, mesh)
   shardings = TrainState(step=sharding.replicated(mesh), params=param_shardings,
                          opt_state=opt_shardings, rng=sharding.replicated(mesh))
   abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,

@@ -88,9 +88,7 @@ def pretrain(config: TowersConfig, label: str = "stage 0: towers") -> tuple[Towe
   init = lambda key: net.init(key, _example_batch(config, cfg))  # noqa: E731
   params, shardings = sharding.sharded_init(init, mesh, jax.random.key(config.seed))
   tx = optimizer.make(config.optim, config.steps)
-  opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, jax.eval_shape(tx.init, params), shardings,
-      transform_non_params=lambda _: sharding.replicated(mesh))
+  _, opt_shardings = optimizer.state_shardings(tx, params, shardings, mesh)
   opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
 
   def step(params, opt_state, batch):
