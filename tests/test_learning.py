@@ -4,6 +4,9 @@
   its text leaves for them, and the model splices each row's own image tokens there.
 - A sanity world where the answer is the whole image's colour is learned to ~100% in 150
   steps, even with random frozen towers: nothing between pixels and loss loses the image.
+- After a short stage 0 on the world, a fresh LLM reading the frozen towers learns to name a
+  scene's object (colour and shape) well above the majority answer, and its answer follows the
+  image. With random towers the same run names colours at chance after 200 steps.
 """
 import json
 import re
@@ -16,6 +19,7 @@ from PIL import Image
 
 from sphinx_jax.configs import sphinx_preset
 from sphinx_jax.data import pipeline, sources, synthetic, tasks, templates
+from sphinx_jax.data.pairs import PairsConfig
 from sphinx_jax.data.skips import SkipLog
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.eval.runner import evaluate
@@ -23,6 +27,7 @@ from sphinx_jax.inference.sphinx_model import Sphinx
 from sphinx_jax.models import sphinx as sphinx_model
 from sphinx_jax.sharding import MeshConfig
 from sphinx_jax.train.config import Experiment, OptimConfig, TrainConfig
+from sphinx_jax.train import towers
 from sphinx_jax.train.loop import train
 from tests import data_fixtures as fx
 
@@ -141,3 +146,56 @@ def test_whole_image_colour_is_learned_with_random_towers(one_colour_world, tmp_
   summary = evaluate(model, "synthetic_vqa", root, tmp_path / "eval", batch_size=64,
                      progress=False)
   assert summary["per_answer_type"]["colour"] >= 95.0, summary
+
+
+def _one_object_scenes(world, split: str) -> list[dict]:
+  """The split's scenes with a single object, as captions naming it ("red circle")."""
+  scenes = [json.loads(line) for line in (world / split / "scenes.jsonl").read_text().splitlines()]
+  return [{"image": s["image"], "caption": f"{o['colour']} {o['shape']}"}
+          for s in scenes if len(s["objects"]) == 1 for o in s["objects"]]
+
+
+def test_stage0_towers_let_a_fresh_llm_name_colour_and_shape(tmp_path):
+  """Stage 0 (60 steps) then 600 steps of a fresh mini LLM on one-object scenes, the answer
+  right after the image as in stage 1. Measured on this machine: colour 1.0, shape 0.74
+  (majority 0.37); with random towers colour 0.26 after 200 steps, and 1.0 / 0.57 after 600.
+  The same questions in the chat template, where ~45 template tokens sit between image and
+  answer, stay near the majority after 600 steps: reading across them is what stage 1 teaches
+  the default."""
+  world = tmp_path / "world"
+  synthetic.write_world(world, 1200, 600, seed=0)
+  tokenizer = str(world / "tokenizer.model")
+  stage0 = towers.TowersConfig(
+      workdir=str(tmp_path / "stage0"), model="mini", steps=60,
+      optim=OptimConfig(lr=2e-3, min_lr=2e-4, warmup_steps=20, weight_decay=0.05),
+      data=PairsConfig(tokenizer=tokenizer, sources=(synthetic.sources(world)["towers"],),
+                       text_len=56, negatives=2, batch_size=64, threads=2))
+  net, trained = towers.pretrain(stage0)
+  towers.export(stage0, net.cfg, trained)
+  train_set = fx.write_jsonl(tmp_path / "named.jsonl", _one_object_scenes(world, "train"))
+  train(Experiment(
+      str(tmp_path / "run"),
+      TrainConfig(model="mini", init_from=str(towers.export_dir(stage0)), steps=600, log_every=50,
+                  checkpoint_every=1000, mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
+                  optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=10, weight_decay=0.0)),
+      pipeline.DataConfig(tokenizer=tokenizer,
+                          sources=(sources.Captions(str(train_set), image_root=str(world / "train")),),
+                          view_plan="mini", tokens_per_image=sphinx_preset("mini").image_tokens,
+                          seq_len=32, batch_size=16, threads=2)))
+  model = Sphinx.from_pretrained(tmp_path / "run" / "params_step600")
+  held_out = _one_object_scenes(world, "eval")
+
+  def named(image: str) -> list[str]:
+    with Image.open(world / "eval" / image) as im:
+      pixels = model.preprocess(im.convert("RGB"))
+    ids = model.generate_ids(pixels, [model.tokenizer.bos_id], max_new_tokens=6)
+    return model.tokenizer.decode(ids).split()[:2]
+
+  answers = [named(r["image"]) for r in held_out]
+  truth = [r["caption"].split() for r in held_out]
+  for k, kind in enumerate(("colour", "shape")):
+    accuracy = np.mean([a[k:k + 1] == t[k:k + 1] for a, t in zip(answers, truth)])
+    majority = max(np.mean([t[k] == v for t in truth]) for v in {t[k] for t in truth})
+    assert accuracy >= majority + (0.5 if kind == "colour" else 0.2), (kind, accuracy, majority)
+  swapped = [named(r["image"]) for r in held_out[1:] + held_out[:1]]
+  assert np.mean([a != b for a, b in zip(answers, swapped)]) >= 0.5
