@@ -180,7 +180,8 @@ def test_stage0_towers_let_a_fresh_llm_name_colour_and_shape(tmp_path):
                   checkpoint_every=1000, mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
                   optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=10, weight_decay=0.0)),
       pipeline.DataConfig(tokenizer=tokenizer,
-                          sources=(sources.Captions(str(train_set), image_root=str(world / "train")),),
+                          sources=(sources.Captions(str(train_set),
+                                                    image_root=str(world / "train")),),
                           view_plan="mini", tokens_per_image=sphinx_preset("mini").image_tokens,
                           seq_len=32, batch_size=16, threads=2)))
   model = Sphinx.from_pretrained(tmp_path / "run" / "params_step600")
