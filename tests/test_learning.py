@@ -6,7 +6,7 @@
   steps, even with random frozen towers: nothing between pixels and loss loses the image.
 - After a short stage 0 on the world, a fresh LLM reading the frozen towers learns to name a
   scene's object (colour and shape) well above the majority answer, and its answer follows the
-  image. With random towers the same run names colours at chance after 200 steps.
+  image. (With random towers, colours are still at chance after 200 steps; this test runs 600.)
 """
 import json
 import re
