@@ -62,7 +62,8 @@ def test_bad_records_are_skipped_and_named(bad):
 def test_strict_raises_on_the_first(bad):
   _, config = bad
   strict = pipeline.DataConfig(**{**config.__dict__, "strict": True})
-  with pytest.raises(BadRecord, match=r"dialogs.jsonl \[line 2\]: unreadable image"):
+  with pytest.raises(BadRecord,
+                     match=r"dialogs.jsonl \[line 2\]: \S+/corrupt.png: unreadable image"):
     pipeline.check(strict, SkipLog())
   with pytest.raises(BadRecord):
     next(iter(pipeline.batches(strict, SkipLog())))

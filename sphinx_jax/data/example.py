@@ -5,6 +5,9 @@ image, a 2-image difference pair, a video's frames) has them right after BOS, as
 places its single image (its prompt starts with the marker, and `<image>` is removed from the
 turns, as `value.replace("<image>", "").strip()` does there); a sample with several markers
 (in-context examples, interleaved images) keeps each media at its marker.
+
+A dialog with markers but no image still trains (its markers removed, as the reference does), but
+says so in its `notes`, which the consumer's SkipLog counts: such records are usually a data bug.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from sphinx_jax.data import templates
 from sphinx_jax.data.skips import BadRecord
 
 IMAGE = "<image>"
+MARKER_WITHOUT_IMAGE = f"{IMAGE} markers without an image"
 _AROUND_IMAGE = re.compile(r"\s*" + re.escape(IMAGE) + r"\s*")
 
 
@@ -24,7 +28,8 @@ _AROUND_IMAGE = re.compile(r"\s*" + re.escape(IMAGE) + r"\s*")
 class Example:
   """`prompt` holds one IMAGE marker per entry of `media` (a media: one image, or several frames,
   each frame getting its own token block); `targets` are the supervised pieces of the prompt, in
-  order (the reference locates their tokens by sublist search); `file`/`record` name the source."""
+  order (the reference locates their tokens by sublist search); `file`/`record` name the source;
+  `notes` are warnings about a record that still trains (e.g. MARKER_WITHOUT_IMAGE)."""
 
   prompt: str
   targets: tuple[str, ...]
@@ -32,6 +37,7 @@ class Example:
   supervise_eos: bool = False
   file: str = ""
   record: str = ""
+  notes: tuple[str, ...] = ()
 
   @property
   def num_images(self) -> int:
@@ -43,6 +49,9 @@ def dialog(turns: list[tuple[str, str]], media: list[tuple[Image.Image, ...]], f
   """A conv_v1_2 training dialog: every answer and its STOP supervised, EOS not (the reference)."""
   if not turns:
     raise BadRecord(file, record, "empty conversation")
+  if any(not isinstance(part, str) for turn in turns for part in turn):
+    raise BadRecord(file, record, "a turn is not text")
+  dropped = not media and any(IMAGE in q + a for q, a in turns)
   if len(media) <= 1:
     turns = [(q.replace(IMAGE, "").strip(), a.replace(IMAGE, "").strip()) for q, a in turns]
   else:
@@ -55,7 +64,8 @@ def dialog(turns: list[tuple[str, str]], media: list[tuple[Image.Image, ...]], f
   prompt, targets = templates.conversation(turns)
   if len(media) == 1:
     prompt = IMAGE + prompt
-  return Example(prompt, tuple(targets), tuple(media), False, str(file), record)
+  return Example(prompt, tuple(targets), tuple(media), False, str(file), record,
+                 (MARKER_WITHOUT_IMAGE,) if dropped else ())
 
 
 def caption(text: str, image: Image.Image, file, record: str) -> Example:

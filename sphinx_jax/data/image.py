@@ -1,7 +1,8 @@
 """Image preprocessing and view tiling, exactly as LLaMA2-Accessory's SPHINX.
 
 `preprocess` is the reference's `padded_resize` transform (accessory/data/transform.py), host side:
-RGB, pad to a centred square with the CLIP-mean colour, PIL bicubic resize, /255, CLIP statistics.
+RGB (`to_rgb`), pad to a centred square with the CLIP-mean colour, PIL bicubic resize, /255, CLIP
+statistics.
 
 `make_views` is the tiling the reference does inside `encode_image`. It returns, for every plan,
 `{'vit': [..., V, s, s, 3], 'convnext': [..., V, t, t, 3]}`: exactly the pixels the ViT towers
@@ -26,6 +27,28 @@ from sphinx_jax.models.vision.resize import bicubic_resize, nearest_resize
 PAD_COLOR = tuple(int(255 * m) for m in CLIP_MEAN)  # (122, 116, 104): the reference truncates
 
 
+def _is_16_bit(mode: str) -> bool:
+  return mode == "I" or mode.startswith("I;16")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+  """Any PIL image as 8-bit RGB, scaling high bit depths instead of clipping them.
+
+  PIL's own `convert("RGB")` clips 16-bit gray to 0..255, which saturates nearly every pixel of
+  a 16-bit PNG. Here "I;16*" and "I" (PIL opens 16-bit PNGs and TIFFs as these) are read as
+  0..65535 (an "I" value outside is clipped to it) and scaled by 255/65535, rounded. "F" (32-bit
+  float) follows PIL's convention, 0..255: clipped, truncated, NaN black, as `convert("L")`;
+  a 0..1 float image is therefore nearly black and must be scaled by whoever made it. Every
+  other mode (L, P, LA, PA, RGBA, CMYK, ...) is PIL's `convert("RGB")` (alpha dropped).
+  """
+  if image.mode == "RGB":
+    return image
+  if _is_16_bit(image.mode):
+    pixels = np.clip(np.asarray(image, np.int64), 0, 65535)
+    image = Image.fromarray(((pixels + 128) // 257).astype(np.uint8))  # round(v * 255/65535)
+  return image.convert("RGB")
+
+
 def pad_to_square(image: Image.Image) -> Image.Image:
   """Centre `image` on a max-edge square of PAD_COLOR; odd margins put the extra pixel after."""
   w, h = image.size
@@ -39,7 +62,7 @@ def pad_to_square(image: Image.Image) -> Image.Image:
 
 def square(image: Image.Image, size: int) -> np.ndarray:
   """A PIL image -> uint8 [size, size, 3]: padded to a square and resized, as the reference."""
-  padded = pad_to_square(image.convert("RGB"))
+  padded = pad_to_square(to_rgb(image))
   if padded.size != (size, size):
     padded = padded.resize((size, size), Image.Resampling.BICUBIC)
   return np.asarray(padded, np.uint8)

@@ -29,7 +29,7 @@ import numpy as np
 from sphinx_jax.data import example as ex
 from sphinx_jax.data.records import base64_image
 from sphinx_jax.data.skips import BadRecord
-from sphinx_jax.data.sources import Opened
+from sphinx_jax.data.sources import Opened, text
 
 KINDS = ("image", "video", "in_context", "text")
 
@@ -40,12 +40,25 @@ def sample_frames(n: int, k: int) -> np.ndarray:
 
 
 def _read_json(path) -> dict:
+  """A JSON object file; anything else is an error naming the file."""
   try:
-    return json.loads(Path(path).read_text())
+    value = json.loads(Path(path).read_text())
   except FileNotFoundError:
     raise FileNotFoundError(f"{path}: not found") from None
-  except json.JSONDecodeError as e:
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"{path}: not valid JSON ({e})") from None
+  if not isinstance(value, dict):
+    raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+  return value
+
+
+def _ids(value, what: str, file, rid: str) -> list[str]:
+  """A list of ids (image ids, context instruction ids); None is none."""
+  if value is None:
+    return []
+  if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    raise BadRecord(file, rid, f"{what} is not a list of ids")
+  return value
 
 
 class ImageStore:
@@ -100,12 +113,14 @@ class MimicIt:
     if self.train_config:
       context = _read_json(self.train_config)
     else:
-      context = {key: value.get("rel_ins_ids") or [] for key, value in data.items()}
+      context = {key: value.get("rel_ins_ids") if isinstance(value, dict) else None
+                 for key, value in data.items()}
     ids = list(context)
     store = ImageStore(self.images) if self.kind != "text" else None
 
     def example(query: str, file, rid: str) -> ex.Example:
-      return self._example(data, store, list(context[query]) + [query], file, rid)
+      turn_ids = _ids(context[query], f"the context of {query}", file, rid) + [query]
+      return self._example(data, store, turn_ids, file, rid)
 
     return Opened(self.label, len(ids), ids.__getitem__, ids.__getitem__, example,
                   self.instructions)
@@ -120,13 +135,17 @@ class MimicIt:
     for turn_id in turn_ids:
       if turn_id not in data:
         raise BadRecord(file, rid, f"unknown instruction id {turn_id}")
-    turns = [(str(data[t]["instruction"]).strip(),
-              str(data[t]["answer"]).strip().replace("\r\n", "\n")) for t in turn_ids]
-    query_images = list(data[turn_ids[-1]].get("image_ids") or [])
+      if not isinstance(data[turn_id], dict):
+        raise BadRecord(file, rid, f"instruction {turn_id} is not an object")
+    turns = [(text(data[t]["instruction"], f"{t}'s instruction", file, rid).strip(),
+              text(data[t]["answer"], f"{t}'s answer", file, rid).strip().replace("\r\n", "\n"))
+             for t in turn_ids]
+    images = {t: _ids(data[t].get("image_ids"), f"{t}'s image_ids", file, rid) for t in turn_ids}
+    query_images = images[turn_ids[-1]]
     if self.kind == "text":
       media = []
     elif self.kind == "in_context":
-      media = [self._frames(store, data[t].get("image_ids") or [], file, rid) for t in turn_ids]
+      media = [self._frames(store, images[t], file, rid) for t in turn_ids]
       turns = [(ex.IMAGE + q if m else q, a) for (q, a), m in zip(turns, media)]
       media = [m for m in media if m]
     else:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 
 import grain
 import jax
@@ -29,7 +28,7 @@ from sphinx_jax.data.image import VIEW_PLANS, ViewPlan, make_views, normalize, s
 from sphinx_jax.data.pipeline import mixture
 from sphinx_jax.data.records import load_image
 from sphinx_jax.data.skips import BadRecord, SkipLog
-from sphinx_jax.data.sources import _FileSpec, open_file
+from sphinx_jax.data.sources import _FileSpec, image_file, open_file
 from sphinx_jax.data.tasks import normalise
 from sphinx_jax.data.tokenizer import Tokenizer
 
@@ -48,7 +47,8 @@ class Pair:
 class Pairs(_FileSpec):
   """Image-caption records (JSON/JSONL/CSV/parquet) with optional hard negatives, a list of
   captions that do not describe the image (`negatives_key`), and optional grounded phrases,
-  a list of {"phrase", "box": [x1, y1, x2, y2] in pixels} (`regions_key`)."""
+  a list of {"phrase", "box": [x1, y1, x2, y2] in pixels} (`regions_key`). Image paths stay in
+  `image_root` unless `allow_outside_root` (see data.sources)."""
 
   path: str
   image_root: str = ""
@@ -57,6 +57,7 @@ class Pairs(_FileSpec):
   negatives_key: str = "negatives"
   regions_key: str = "regions"
   name: str = ""
+  allow_outside_root: bool = False
 
   def open(self):
     return open_file(self.label, self.path, self._example)
@@ -74,7 +75,8 @@ class Pairs(_FileSpec):
       if not isinstance(phrase, str) or len(box) != 4:
         raise BadRecord(file, rid, f"region {region!r} is not a phrase and 4 box numbers")
       regions.append((phrase, tuple(float(v) for v in box)))
-    image = load_image(Path(self.image_root) / r[self.image_key], file, rid)
+    path = image_file(self.image_root, r[self.image_key], self.allow_outside_root, file, rid)
+    image = load_image(path, file, rid)
     return Pair(image, caption.strip(), tuple(negatives), tuple(regions), str(file), rid)
 
 

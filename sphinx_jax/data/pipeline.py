@@ -3,7 +3,10 @@
 Each source is shuffled (reshuffled every epoch) and repeated, and the sources are mixed by
 `weights` (default: proportional to their sizes). A record becomes a Sample in grain's reading
 threads; a bad one becomes a `Skipped` marker that the consumer logs (SkipLog) and drops, or, in
-strict mode, raises. Stage 1 adds `text_rows` rows per batch packed from a text corpus
+strict mode, raises. Bad means any Exception while that one record becomes a sample, not only
+BadRecord: one odd record must not kill a run. An unexpected type may be a bug rather than bad
+data, so its first traceback is logged once per type (strict mode raises it as a BadRecord
+chained to the original). Stage 1 adds `text_rows` rows per batch packed from a text corpus
 (concatenate [BOS doc EOS] then split, as the reference's falcon_packed): a fixed budget of
 text_rows x seq_len text tokens next to `batch_size` image-caption rows. `iter(dataset)` is a grain
 iterator whose `get_state()` / `set_state()` resume exactly.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
+import threading
 
 import grain
 import numpy as np
@@ -23,6 +28,8 @@ from sphinx_jax.data.skips import BadRecord, SkipLog, Skipped
 from sphinx_jax.data.sources import TextCorpus
 from sphinx_jax.data.tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+_WARNED_LOCK = threading.Lock()  # module-level: a Guarded must stay picklable for grain
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -67,10 +74,12 @@ class DataConfig:
 
 
 class Guarded:
-  """A grain data source: record i of an opened source as `fn(example)`, or Skipped."""
+  """A grain data source: record i of an opened source as `fn(example)`, or Skipped when that
+  raises any Exception (strict: raised, as BadRecord)."""
 
   def __init__(self, opened, fn, strict: bool):
     self.opened, self.fn, self.strict = opened, fn, strict
+    self._warned: set[type] = set()
 
   def __len__(self) -> int:
     return len(self.opened)
@@ -82,6 +91,21 @@ class Guarded:
       if self.strict:
         raise
       return Skipped(e.file, e.record, e.reason)
+    except Exception as e:  # noqa: BLE001 -- any failure of one record is that record's
+      why = " ".join(str(e).split())  # one line
+      bad = BadRecord(self.opened.file, self.opened.record_id(i), f"{type(e).__name__}: {why}")
+      if self.strict:
+        raise bad from e
+      self._warn_once(e, bad)
+      return Skipped(bad.file, bad.record, bad.reason)
+
+  def _warn_once(self, e: Exception, bad: BadRecord) -> None:
+    with _WARNED_LOCK:
+      first = type(e) not in self._warned
+      self._warned.add(type(e))
+    if first:
+      log.warning("%s; skipped, as every further %s in %s (strict=True raises it)", bad,
+                  type(e).__name__, self.opened.file, exc_info=e)
 
 
 def open_source(spec):

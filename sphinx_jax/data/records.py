@@ -3,6 +3,11 @@
 Formats by extension: `.json` (a list of objects, parsed at open), `.jsonl` (one object a line,
 indexed at open and parsed on access, so a bad line is one bad record), `.csv` (header row) and
 `.parquet` (pyarrow). Every failure of one record raises BadRecord with the file and record id.
+
+Images are decoded fully on read (corruption shows here, not later) after a size check on the
+header alone: more than `pixel_limit()` pixels ($SPHINX_MAX_IMAGE_PIXELS, default 2**26 = 8192 x
+8192) is refused before any pixel is decoded, so one huge image cannot exhaust memory. PIL's own
+decompression-bomb check (above 2 x `Image.MAX_IMAGE_PIXELS`) still applies on top.
 """
 from __future__ import annotations
 
@@ -11,13 +16,17 @@ import binascii
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from sphinx_jax.data.image import to_rgb
 from sphinx_jax.data.skips import BadRecord
 
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+PIXEL_LIMIT_VAR = "SPHINX_MAX_IMAGE_PIXELS"
+DEFAULT_PIXEL_LIMIT = 2 ** 26  # 8192 x 8192
 
 
 class Records:
@@ -87,20 +96,65 @@ def _line_offsets(path: Path) -> list[tuple[int, int, int]]:
   return offsets
 
 
-def decode_image(data: bytes, file, record: str) -> Image.Image:
-  """Encoded image bytes -> a fully decoded PIL image (so corruption shows here, not later)."""
+def pixel_limit() -> int:
+  """The most pixels (width x height) an image may have: $SPHINX_MAX_IMAGE_PIXELS, else 2**26."""
+  value = os.environ.get(PIXEL_LIMIT_VAR, "").strip()
+  if not value:
+    return DEFAULT_PIXEL_LIMIT
+  if not value.isdigit() or int(value) <= 0:
+    raise ValueError(f"{PIXEL_LIMIT_VAR}={value!r}: expected a positive number of pixels")
+  return int(value)
+
+
+def _unreadable(name: str, e: Exception) -> ValueError:
+  # PIL names its input in this message, a useless BytesIO repr here: `name` says which image.
+  why = "not an image format PIL knows" if isinstance(e, UnidentifiedImageError) else e
+  return ValueError(f"{name}: unreadable image ({why})")
+
+
+def open_image(data: bytes, name: str) -> Image.Image:
+  """Encoded bytes -> a fully decoded image, refused over `pixel_limit()` from its header alone;
+  else ValueError naming the image `name` (its path, or where its bytes came from)."""
   try:
     image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
   except _IMAGE_ERRORS as e:
-    raise BadRecord(file, record, f"unreadable image ({e})") from None
+    raise _unreadable(name, e) from None
+  (width, height), limit = image.size, pixel_limit()
+  if width * height > limit:
+    raise ValueError(f"{name}: {width}x{height} image, {width * height} pixels, over the limit "
+                     f"of {limit} (${PIXEL_LIMIT_VAR})")
+  try:
+    image.load()
+  except _IMAGE_ERRORS as e:
+    raise _unreadable(name, e) from None
+  return image
+
+
+def decode_image(data: bytes, file, record: str, name: str) -> Image.Image:
+  """`open_image` for a record: BadRecord(file, record) naming the image `name`."""
+  try:
+    return open_image(data, name)
+  except ValueError as e:
+    raise BadRecord(file, record, str(e)) from None
 
 
 def load_image(path: Path, file, record: str) -> Image.Image:
   if not path.is_file():
     raise BadRecord(file, record, f"missing image file {path}")
-  return decode_image(path.read_bytes(), file, record)
+  return decode_image(path.read_bytes(), file, record, str(path))
+
+
+def read_image_file(path) -> Image.Image:
+  """An image file for chat, eval and serving: fully decoded, RGB (`image.to_rgb`), at most
+  `pixel_limit()` pixels; FileNotFoundError or ValueError, one line naming the path."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no such image file")
+  try:
+    data = path.read_bytes()
+  except OSError as e:
+    raise ValueError(f"{path}: unreadable image ({e.strerror or e})") from None
+  return to_rgb(open_image(data, str(path)))
 
 
 def base64_image(text: str, file, record: str) -> Image.Image:
@@ -109,7 +163,7 @@ def base64_image(text: str, file, record: str) -> Image.Image:
     data = base64.b64decode("".join(text.split()).translate(_URLSAFE), validate=True)
   except (binascii.Error, ValueError, TypeError, AttributeError) as e:
     raise BadRecord(file, record, f"bad base64 image ({e})") from None
-  return decode_image(data, file, record)
+  return decode_image(data, file, record, "base64 image")
 
 
 _URLSAFE = str.maketrans("-_", "+/")

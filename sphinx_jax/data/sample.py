@@ -33,7 +33,7 @@ class Layout:
 @dataclasses.dataclass(frozen=True)
 class Sample:
   """One row before batching. `images`: {'vit': [n, V, s, s, 3], 'convnext': [n, V, t, t, 3]}
-  (n = 0 for text only); `record` names the source record."""
+  (n = 0 for text only); `record` names the source record; `notes` are its Example's."""
 
   tokens: np.ndarray
   image_mask: np.ndarray
@@ -41,6 +41,7 @@ class Sample:
   images: dict[str, np.ndarray]
   source_id: int
   record: str
+  notes: tuple[str, ...] = ()
 
 
 def _find(ids: list[int], part: list[int], start: int) -> int:
@@ -115,4 +116,5 @@ def make_sample(example: Example, tok: Tokenizer, layout: Layout, source_id: int
   frames = [f for media in example.media for f in media]
   images = views(frames, layout.plan) if frames else {}
   return Sample(np.maximum(np.asarray(ids, np.int32), 0), np.asarray(image, bool),
-                np.asarray(loss, bool), images, source_id, f"{example.file} [{example.record}]")
+                np.asarray(loss, bool), images, source_id, f"{example.file} [{example.record}]",
+                example.notes)

@@ -2,10 +2,16 @@
 
 An opened source is a grain data source (`len`, `[i]`); `[i]` reads one record, loads its images
 and formats it, raising BadRecord (file + record id) for anything wrong with that record.
+
+Image paths stay inside their source's `image_root` (the current directory when empty): a path
+whose `..` climbs out, or an absolute one elsewhere, is a bad record unless the spec sets
+`allow_outside_root`. The check compares normalised absolute paths and does not follow symlinks:
+it stops a record from naming arbitrary files, while a data set made of symlinks still reads.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +36,10 @@ class Opened:
 
   def __len__(self) -> int:
     return self._size
+
+  def record_id(self, i: int) -> str:
+    """How messages name record i (e.g. "line 3"), whatever reading it raises."""
+    return self._id(i)
 
   def __getitem__(self, i: int) -> ex.Example:
     rid = self._id(i)
@@ -60,9 +70,40 @@ class _FileSpec:
     return open_file(self.label, self.path, self._example)
 
 
-def _images(value, root: str, file, rid: str) -> list[Image.Image]:
-  paths = [] if value is None else [value] if isinstance(value, str) else list(value)
-  return [load_image(Path(root) / p, file, rid) for p in paths]
+def image_file(root: str, path, allow_outside_root: bool, file, rid: str) -> Path:
+  """`root/path`, a bad record unless `path` is a string and (unless allowed) stays in root."""
+  if not isinstance(path, str):
+    raise BadRecord(file, rid, f"image path {path!r} is not a string")
+  joined = os.path.join(root, path)
+  base = os.path.abspath(root)
+  if not allow_outside_root and os.path.commonpath([base, os.path.abspath(joined)]) != base:
+    raise BadRecord(file, rid, f"image path {path!r} is outside the image root {base} "
+                               "(allow_outside_root=True reads it)")
+  return Path(joined)
+
+
+def _images(value, spec, file, rid: str) -> list[Image.Image]:
+  """The images a record's image field names (none, a path, or a list of paths), under the
+  spec's `image_root`."""
+  if value is not None and not isinstance(value, (str, list)):
+    raise BadRecord(file, rid, f"image field is {type(value).__name__}, not a path or a list")
+  paths = [] if value is None else [value] if isinstance(value, str) else value
+  return [load_image(image_file(spec.image_root, p, spec.allow_outside_root, file, rid), file,
+                     rid) for p in paths]
+
+
+def _one_image(value, spec, file, rid: str) -> Image.Image:
+  images = _images(value, spec, file, rid)
+  if len(images) != 1:
+    raise BadRecord(file, rid, f"expected one image, got {len(images)}")
+  return images[0]
+
+
+def text(value, what: str, file, rid: str) -> str:
+  """A record's text field, refused unless a string (str() would train on "None" or "{...}")."""
+  if not isinstance(value, str):
+    raise BadRecord(file, rid, f"{what} is {type(value).__name__}, not text")
+  return value
 
 
 def task_example(task: str, record: dict, image: Image.Image, file, rid: str) -> ex.Example:
@@ -83,23 +124,28 @@ class Conversations(_FileSpec):
   path: str
   image_root: str = ""
   name: str = ""
+  allow_outside_root: bool = False
 
   def _example(self, r: dict, file, rid: str) -> ex.Example:
+    messages = r["conversations"]
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+      raise BadRecord(file, rid, "'conversations' is not a list of objects")
     turns, pending = [], None
-    for message in r["conversations"]:
+    for message in messages:
       role = _ROLES.get(str(message["from"]).lower())
       if role is None:
         raise BadRecord(file, rid, f"unknown dialog role {message['from']!r}")
       if (role == 0) != (pending is None):
         raise BadRecord(file, rid, "turns must alternate human, assistant")
+      value = text(message["value"], "a turn's value", file, rid)
       if role == 0:
-        pending = message["value"]
+        pending = value
       else:
-        turns.append((pending, message["value"]))
+        turns.append((pending, value))
         pending = None
     if pending is not None:
       raise BadRecord(file, rid, "the last human turn has no answer")
-    images = _images(r.get("image"), self.image_root, file, rid)
+    images = _images(r.get("image"), self, file, rid)
     markers = sum(q.count(ex.IMAGE) for q, _ in turns)
     media = [tuple(images)] if images and markers <= 1 else [(im,) for im in images]
     return ex.dialog(turns, media, file, rid)
@@ -115,13 +161,14 @@ class Captions(_FileSpec):
   image_key: str = "image"
   caption_key: str = "caption"
   name: str = ""
+  allow_outside_root: bool = False
 
   def _example(self, r: dict, file, rid: str) -> ex.Example:
-    text = r[self.caption_key]
-    if isinstance(text, list):
-      text = random.Random(rid).choice(text) if text else ""
-    (image,) = _images(r[self.image_key], self.image_root, file, rid)
-    return ex.caption(str(text), image, file, rid)
+    caption = r[self.caption_key]
+    if isinstance(caption, list):
+      caption = random.Random(rid).choice(caption) if caption else ""
+    caption = text(caption, repr(self.caption_key), file, rid)
+    return ex.caption(caption, _one_image(r[self.image_key], self, file, rid), file, rid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,8 +180,8 @@ class TextCorpus(_FileSpec):
 
   @staticmethod
   def _example(r: dict, file, rid: str) -> ex.Example:
-    text = r["content"] if "content" in r else r["text"]
-    return ex.document(str(text), file, rid)
+    key = "content" if "content" in r else "text"
+    return ex.document(text(r[key], repr(key), file, rid), file, rid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,11 +194,11 @@ class Task(_FileSpec):
   image_root: str = ""
   image_key: str = "image"
   name: str = ""
+  allow_outside_root: bool = False
 
   def __post_init__(self):
     if self.task not in tasks.FORMATTERS:
       raise ValueError(f"unknown task {self.task!r}; known: {', '.join(tasks.FORMATTERS)}")
 
   def _example(self, r: dict, file, rid: str) -> ex.Example:
-    (image,) = _images(r[self.image_key], self.image_root, file, rid)
-    return task_example(self.task, r, image, file, rid)
+    return task_example(self.task, r, _one_image(r[self.image_key], self, file, rid), file, rid)

@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from sphinx_jax.eval import prompts
 from sphinx_jax.eval.choice import LETTERS, format_options, rotate
-from sphinx_jax.eval.samples import Inline, Sample, field, find_one, image_dir, read_json
+from sphinx_jax.eval.samples import (Inline, Sample, field, find_one, image_dir, image_under,
+                                     read_json)
 
 
 def read_scienceqa(root: Path, split: str, **_) -> list[Sample]:
@@ -29,7 +31,8 @@ def read_scienceqa(root: Path, split: str, **_) -> list[Sample]:
     options = dict(zip(LETTERS, field(p, "choices", where)))
     answer = p.get("answer")
     out.append(Sample(
-        str(pid), (root / "images" / split / str(pid) / p["image"],),
+        str(pid),
+        (image_under(root / "images" / split, os.path.join(str(pid), p["image"]), where),),
         prompts.scienceqa(field(p, "question", where), format_options(options), p.get("hint", "")),
         None if answer is None else LETTERS[answer],
         {"options": options, "subject": p.get("subject")},
@@ -51,7 +54,8 @@ def read_seed(root: Path, split: str | None = None, **_) -> list[Sample]:
     where = f"{qfile} [question {q.get('question_id')}]"
     options = {c.upper(): field(q, f"choice_{c}", where) for c in "abcd"}
     out.append(Sample(
-        str(field(q, "question_id", where)), (folder / field(q, "data_id", where),),
+        str(field(q, "question_id", where)),
+        (image_under(folder, field(q, "data_id", where), where),),
         prompts.multiple_choice(field(q, "question", where), format_options(options)),
         q.get("answer"),
         {"options": options,

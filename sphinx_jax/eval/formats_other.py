@@ -25,7 +25,8 @@ from pathlib import Path
 from PIL import Image
 
 from sphinx_jax.eval import prompts
-from sphinx_jax.eval.samples import Sample, field, find_one, image_dir, read_json, read_jsonl
+from sphinx_jax.eval.samples import (Sample, field, find_one, image_dir, image_under, read_json,
+                                     read_jsonl)
 from sphinx_jax.eval.yesno import MME_COGNITION, MME_PERCEPTION
 
 
@@ -40,7 +41,8 @@ def read_pope(root: Path, split: str | None = None, **_) -> list[Sample]:
       folder = folder or image_dir(root, ["val2014", "images", "."], field(q, "image", where))
       category = q.get("category") or next(
           (c for c in ("adversarial", "popular", "random") if c in path.name), path.stem)
-      out.append(Sample(f"{category}/{field(q, 'question_id', where)}", (folder / q["image"],),
+      out.append(Sample(f"{category}/{field(q, 'question_id', where)}",
+                        (image_under(folder, q["image"], where),),
                         prompts.yes_no(field(q, "text", where)), q.get("label"),
                         {"category": category}))
   return out
@@ -100,7 +102,7 @@ def _accessory_rec(root: Path, path: Path):
     folder, keep = image_dir(root, _COCO_TRAIN, Path(first).name), lambda name: Path(name).name
   for i, d in enumerate(data):
     where = f"{path} [{i}]"
-    image = folder / keep(field(d, "image_path", where))
+    image = image_under(folder, keep(field(d, "image_path", where)), where)
     size = re.search(r"height(\d+)_width(\d+)", str(d.get("question_id", "")))
     h, w = (int(size.group(1)), int(size.group(2))) if size else _size(image)[::-1]
     yield f"{i}", image, field(d, "question", where), field(d, "gt_answers", where), w, h
@@ -117,7 +119,8 @@ def _refer(root: Path, split: str, dataset: str):
   refs_file = find_one(files, "refs(*).p")
   with open(refs_file, "rb") as f:
     refs = pickle.load(f, encoding="latin1")  # the refer toolkit's own (Python 2) format
-  instances = read_json(find_one(files, "instances.json"))
+  instances_file = find_one(files, "instances.json")
+  instances = read_json(instances_file)
   images = {im["id"]: im for im in instances["images"]}
   boxes = {a["id"]: a["bbox"] for a in instances["annotations"]}
   chosen = [r for r in refs if r["split"] == split]
@@ -127,9 +130,10 @@ def _refer(root: Path, split: str, dataset: str):
   for r in chosen:
     im = images[r["image_id"]]
     x, y, w, h = boxes[r["ann_id"]]
+    image = image_under(folder, im["file_name"], f"{instances_file} [image {im['id']}]")
     for s in r["sentences"]:
-      yield (f"{r['ref_id']}/{s['sent_id']}", folder / im["file_name"], s["sent"],
-             [x, y, x + w, y + h], im["width"], im["height"])
+      yield (f"{r['ref_id']}/{s['sent_id']}", image, s["sent"], [x, y, x + w, y + h],
+             im["width"], im["height"])
 
 
 POOL_SIZE = 2048  # the few-shot harness's demonstration pool (OpenFlamingo / Otter eval)
@@ -151,7 +155,8 @@ def read_coco(root: Path, split: str, shots: int = 0, seed: int = 0, **_) -> lis
   per_split = folder == root / queries[0].get("filepath", "")  # val2014/, train2014/ layout
 
   def path(im):
-    return (root / im.get("filepath", "") if per_split else folder) / im["filename"]
+    name = str(Path(im.get("filepath", ""), im["filename"])) if per_split else im["filename"]
+    return image_under(root if per_split else folder, name, f"{dfile} [{im.get('cocoid')}]")
   pool = []
   if shots:
     train = [im for im in images if im.get("split") in ("train", "restval")]
@@ -175,7 +180,8 @@ def read_llava_bench(root: Path, split: str | None = None, **_) -> list[Sample]:
   for i, q in enumerate(read_jsonl(qfile)):
     where = f"{qfile}:{i + 1}"
     out.append(Sample(str(field(q, "question_id", where)),
-                      (root / "images" / field(q, "image", where),), field(q, "text", where),
+                      (image_under(root / "images", field(q, "image", where), where),),
+                      field(q, "text", where),
                       None, {"category": q.get("category")}))
   return out
 
@@ -185,7 +191,7 @@ def read_mmvet(root: Path, split: str | None = None, **_) -> list[Sample]:
   out = []
   for key, q in read_json(qfile).items():
     where = f"{qfile} [{key}]"
-    out.append(Sample(key, (root / "images" / field(q, "imagename", where),),
+    out.append(Sample(key, (image_under(root / "images", field(q, "imagename", where), where),),
                       field(q, "question", where), q.get("answer"),
                       {"capability": q.get("capability")}))
   return out

@@ -19,7 +19,7 @@ from PIL import Image
 
 from sphinx_jax.data import tasks
 from sphinx_jax.eval import prompts
-from sphinx_jax.eval.samples import Sample, field, read_jsonl
+from sphinx_jax.eval.samples import Sample, field, image_under, read_jsonl
 
 
 def _records(root: Path, split: str, name: str):
@@ -27,7 +27,8 @@ def _records(root: Path, split: str, name: str):
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such file (write the world with data.synthetic)")
   for i, r in enumerate(read_jsonl(path)):
-    yield f"{i}", path.parent / field(r, "image", f"{path}:{i + 1}"), r, f"{path}:{i + 1}"
+    where = f"{path}:{i + 1}"
+    yield f"{i}", image_under(path.parent, field(r, "image", where), where), r, where
 
 
 def read_vqa(root: Path, split: str, name: str = "vqa", swap: bool = False,

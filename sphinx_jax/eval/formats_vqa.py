@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sphinx_jax.eval import prompts
-from sphinx_jax.eval.samples import Sample, field, find_one, image_dir, read_json
+from sphinx_jax.eval.samples import Sample, field, find_one, image_dir, image_under, read_json
 
 _IMAGE_DIRS = ["images", "."]
 
@@ -60,7 +60,7 @@ def read_gqa(root: Path, split: str, **_) -> list[Sample]:
   out = []
   for qid, q in data.items():
     where = f"{qfile} [{qid}]"
-    out.append(Sample(str(qid), (folder / f"{field(q, 'imageId', where)}.jpg",),
+    out.append(Sample(str(qid), (image_under(folder, f"{field(q, 'imageId', where)}.jpg", where),),
                       prompts.short_answer(field(q, "question", where)), q.get("answer"),
                       {"answer_type": q.get("types", {}).get("structural")}))
   return out
@@ -76,7 +76,8 @@ def read_vizwiz(root: Path, split: str, **_) -> list[Sample]:
   for i, q in enumerate(data):
     where = f"{qfile} [{i}]"
     answers = q.get("answers")
-    out.append(Sample(Path(field(q, "image", where)).stem, (folder / q["image"],),
+    out.append(Sample(Path(field(q, "image", where)).stem,
+                      (image_under(folder, q["image"], where),),
                       prompts.vizwiz(field(q, "question", where)),
                       [a["answer"] for a in answers] if answers else None,
                       {"answer_type": q.get("answer_type")}))
@@ -105,7 +106,8 @@ def read_textvqa(root: Path, split: str, ocr: bool = False, **_) -> list[Sample]
       question = prompts.textvqa_ocr(question, tokens[image_id])
     else:
       question = prompts.short_answer(question)
-    out.append(Sample(str(field(q, "question_id", where)), (folder / f"{image_id}.jpg",),
+    out.append(Sample(str(field(q, "question_id", where)),
+                      (image_under(folder, f"{image_id}.jpg", where),),
                       question, q.get("answers")))
   return out
 
@@ -123,7 +125,7 @@ def read_ocrvqa(root: Path, split: str, **_) -> list[Sample]:
       continue
     where = f"{dfile} [{image_id}]"
     ext = Path(str(item.get("imageURL", ""))).suffix or ".jpg"
-    path = root / "images" / f"{image_id}{ext}"
+    path = image_under(root / "images", f"{image_id}{ext}", where)
     for i, (q, a) in enumerate(zip(field(item, "questions", where), field(item, "answers", where))):
       out.append(Sample(f"{image_id}/{i}", (path,), prompts.short_answer(q), a))
   return out

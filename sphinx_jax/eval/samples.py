@@ -4,17 +4,25 @@ An adapter turns a benchmark's own files into `Sample`s: an id, the images (path
 inlined in the annotation file), the question as the model sees it, the reference the metric
 needs, and metadata written next to each prediction (so scores are recomputed from the
 predictions file alone). Errors name the file and record.
+
+Images load as training data does (data.records: the pixel limit, 16-bit scaling, errors that
+name the image), and an annotation's image path must stay inside the benchmark's folder
+(`image_under`: normalised paths, symlinks not followed, as data.sources).
 """
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
-import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from sphinx_jax.data import records
+from sphinx_jax.data.image import to_rgb
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,20 +49,24 @@ class Sample:
 
 
 def load_image(ref: Path | Inline) -> Image.Image:
-  """RGB image of a path or inline data; a missing or unreadable one is a one-line error."""
+  """RGB image of a path or inline data; a missing, unreadable or too large one is a one-line
+  error naming it (records.read_image_file)."""
+  if not isinstance(ref, Inline):
+    return records.read_image_file(ref)
   try:
-    if isinstance(ref, Inline):
-      source = io.BytesIO(base64.b64decode(ref.data))
-    else:
-      source = ref
-    with Image.open(source) as image:
-      image.load()
-      return image.convert("RGB")
-  except FileNotFoundError:
-    raise FileNotFoundError(f"{ref}: no such image file") from None
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-    name = ref.source if isinstance(ref, Inline) else ref
-    raise ValueError(f"{name}: not a readable image ({e})") from None
+    data = base64.b64decode(ref.data)
+  except binascii.Error as e:
+    raise ValueError(f"{ref.source}: bad base64 image ({e})") from None
+  return to_rgb(records.open_image(data, ref.source))
+
+
+def image_under(folder: Path, name: str, where: str) -> Path:
+  """`folder/name`, refused (ValueError naming `where`) when `name` leaves `folder`."""
+  base = os.path.abspath(folder)
+  path = os.path.abspath(os.path.join(folder, name))
+  if os.path.commonpath([base, path]) != base:
+    raise ValueError(f"{where}: image path {name!r} is outside the image root {base}")
+  return Path(folder) / name
 
 
 def read_json(path: Path) -> Any:
