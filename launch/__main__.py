@@ -23,11 +23,13 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                       force=True)
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save chatter
+  # Our errors name the file / key; OSErrors (missing file, read-only directory, full disk) the
+  # path: one line each. Anything else is a bug and keeps its traceback.
   try:
     if args.command == "train":
       return train.run(args, overrides) or 0
     return COMMANDS[args.command].run(args) or 0
-  except (ValueError, FileNotFoundError) as e:  # our errors name the file / key: one line
+  except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
 

@@ -24,7 +24,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                            "a recipe.Recipe; file.py:arg calls get_config(arg) "
                            "(default: %(default)s)")
   parser.add_argument("--resume", action="store_true",
-                      help="continue from the latest checkpoint in the workdir")
+                      help="continue from the newest good checkpoint in the workdir (the run's "
+                           "saved config must compute the same run)")
+  parser.add_argument("--resume-with-changes", default="", metavar="FIELDS",
+                      help="with --resume: config fields (comma list, e.g. "
+                           "train.steps,train.optim.lr; a prefix such as data names all its "
+                           "fields) that may differ from the saved run config")
   parser.add_argument("--coordinator", default=None, help="host:port of process 0 (multi-host)")
   parser.add_argument("--num-processes", type=int, default=None)
   parser.add_argument("--process-id", type=int, default=None)
@@ -49,7 +54,10 @@ def run(args: argparse.Namespace, overrides: list[str] = ()) -> int:
   if isinstance(config, recipe.Recipe):
     recipe.run(config)
     return 0
-  metrics = train(config, resume=args.resume)
+  allowed = tuple(f for f in args.resume_with_changes.split(",") if f)
+  if allowed and not args.resume:
+    raise ValueError("--resume-with-changes needs --resume")
+  metrics = train(config, resume=args.resume, resume_with_changes=allowed)
   if metrics:
     logging.getLogger("train").info("step %d: loss %.4f", metrics["step"], metrics["loss"])
   return 0

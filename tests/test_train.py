@@ -1,8 +1,7 @@
-"""Training: loss goes down, kill -9 + resume is exact, sharding and processes do not change the
-losses, frozen towers stay frozen, and a 13B SPHINX-1k step compiles abstractly."""
+"""Training: loss goes down, sharding and processes do not change the losses, frozen towers stay
+frozen, and a 13B SPHINX-1k step compiles abstractly (kill -9 + resume: test_checkpoint_integrity)."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -49,30 +48,6 @@ def test_loss_decreases_over_50_steps(tmp_path):
   print(f"tiny SPHINX, 50 steps: first loss {first:.3f}, last (mean of 5) {last:.3f}")
   assert last < 0.6 * first
   assert (tmp_path / "params_step50" / "config.json").is_file()
-
-
-def test_kill_9_then_resume_is_exact(tmp_path):
-  steps = ["--config.train.steps=30", "--config.train.checkpoint_every=10"]
-  reference = tmp_path / "uninterrupted"
-  assert _launch(reference, *steps).wait() == 0
-  run = tmp_path / "killed"
-  proc = _launch(run, *steps)
-  deadline = time.time() + 600
-  while not (run / "checkpoints" / "10").is_dir() or len(_losses_or_empty(run)) < 12:
-    assert proc.poll() is None and time.time() < deadline, "run ended before step 12"
-    time.sleep(0.2)
-  os.killpg(proc.pid, signal.SIGKILL)
-  proc.wait()
-  resumed = _launch(run, *steps, "--resume")
-  assert resumed.wait() == 0, resumed.stderr.read().decode()[-2000:]
-  want, got = _losses(reference), _losses(run)
-  print("steps 11..30, uninterrupted vs resumed:",
-        [(s, want[s], got[s]) for s in (11, 20, 30)])
-  assert [got[s] for s in range(11, 31)] == [want[s] for s in range(11, 31)]
-
-
-def _losses_or_empty(workdir):
-  return _losses(workdir) if (Path(workdir) / "metrics.jsonl").is_file() else {}
 
 
 def test_one_device_and_eight_devices_give_the_same_losses(tmp_path):
@@ -197,7 +172,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     return run
 
   monkeypatch.setattr(loop.train_step, "make_train_step", poisoned)
-  with pytest.raises(loop.Diverged, match=r"step 3: loss nan.*last good checkpoint is step 2"):
+  with pytest.raises(loop.Diverged, match=r"step 3: loss nan.*newest verified checkpoint is step 2"):
     train(_experiment(tmp_path, "train.steps=6", "train.checkpoint_every=2"))
   assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == 2
   assert not list(tmp_path.glob("params_step*"))

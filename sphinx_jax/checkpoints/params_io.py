@@ -5,10 +5,12 @@ scanned stack (a subtree named `layers` whose leaves have a leading layer axis) 
 layer per subtree (`layers/0`, `layers/1`, ...): writers stream layer by layer through Orbax
 partial saves (peak RAM about one layer), and readers restore each leaf straight into its
 sharding and stack on device. A directory appears only when complete (written aside, renamed).
+`checksums.json` holds every stored array's checksum (checkpoints.checksums), verified on load.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -21,9 +23,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint import v1 as ocp
 from orbax.checkpoint.experimental.v1 import partial as ocp_partial
 
+from sphinx_jax.checkpoints import checksums
+
+log = logging.getLogger(__name__)
+
 PARAMS_DIR = "params"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.model"
+CHECKSUMS_FILE = "checksums.json"
 STACK_KEY = "layers"
 
 
@@ -33,7 +40,8 @@ class CheckpointError(ValueError):
 
 def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
           tokenizer: str | os.PathLike | None = None) -> Path:
-  """Write disk-layout `parts` (disjoint subtrees, saved one at a time) atomically to `dst`."""
+  """Write disk-layout `parts` (disjoint subtrees, saved one at a time) atomically to `dst`,
+  with each array's checksum."""
   dst = Path(os.path.abspath(dst))  # Orbax wants absolute paths
   if dst.exists():
     raise CheckpointError(f"{dst}: already exists; refusing to overwrite")
@@ -41,9 +49,12 @@ def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
   tmp = dst.parent / f".{dst.name}.partial-{uuid.uuid4().hex[:8]}"
   try:
     tmp.mkdir()
+    sums: dict[str, str] = {}
     for part in parts:
+      sums.update(checksums.of_tree(part))
       ocp_partial.save(tmp / PARAMS_DIR, part)
     ocp_partial.finalize(tmp / PARAMS_DIR)
+    checksums.write(tmp / CHECKSUMS_FILE, sums)
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
       shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
@@ -103,9 +114,12 @@ def read_config(src: str | os.PathLike) -> dict:
   if not path.is_file():
     raise CheckpointError(f"{path}: missing; is {src} a directory written by `launch convert`?")
   try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
+    config = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+  if not isinstance(config, dict):
+    raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
+  return config
 
 
 def tokenizer_path(src: str | os.PathLike) -> Path | None:
@@ -116,8 +130,9 @@ def tokenizer_path(src: str | os.PathLike) -> Path | None:
 def load(src: str | os.PathLike, abstract: dict) -> dict:
   """Restore params shaped like `abstract` (ShapeDtypeStructs with shardings, stacked layout).
 
-  `abstract` may be a subtree of what is stored (e.g. only {'llm': ...}). Dtypes are cast to the
-  abstract ones. A missing key or a shape mismatch is an error naming the key.
+  `abstract` may be a subtree of what is stored (e.g. only {'llm': ...}). Each array is restored
+  in its stored dtype, its checksum verified, then cast to the abstract dtype. A missing key, a
+  shape mismatch or a failed checksum is an error naming the key.
   """
   path = Path(src).absolute() / PARAMS_DIR  # Orbax wants absolute paths
   if not path.is_dir():
@@ -125,11 +140,24 @@ def load(src: str | os.PathLike, abstract: dict) -> dict:
   stored = _metadata(path)
   disk_abstract = _to_disk_abstract(abstract)
   _check_against(stored, disk_abstract, path)
+  as_stored = jax.tree_util.tree_map_with_path(
+      lambda p, a: jax.ShapeDtypeStruct(a.shape, stored[checksums.keystr(p)][1],
+                                        sharding=a.sharding), disk_abstract)
   ctx = ocp.Context()
   ctx.pytree.loading.partial_load = True
   with ctx:
-    restored = ocp.load_pytree(path, disk_abstract)
+    restored = ocp.load_pytree(path, as_stored)
+  verify(Path(src), restored)
   return _stack_like(restored, abstract)
+
+
+def verify(src: Path, restored: dict) -> None:
+  """Check restored disk-layout arrays (any subset) against `src`'s checksums.json."""
+  recorded = checksums.read(src / CHECKSUMS_FILE)
+  if recorded is None:
+    log.warning("%s: no %s (written before checksums); not verified", src, CHECKSUMS_FILE)
+    return
+  checksums.verify(checksums.of_tree(restored), recorded, src)
 
 
 def stored_shapes(src: str | os.PathLike) -> dict:
@@ -140,21 +168,17 @@ def stored_shapes(src: str | os.PathLike) -> dict:
 def _metadata(path: Path) -> dict:
   tree = ocp.pytree_metadata(path).metadata
   flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-  return {_keystr(p): (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat}
+  return {checksums.keystr(p): (tuple(m.shape), np.dtype(m.dtype)) for p, m in flat}
 
 
 def _check_against(stored: dict, disk_abstract: dict, path: Path) -> None:
   for p, leaf in jax.tree_util.tree_flatten_with_path(disk_abstract)[0]:
-    key = _keystr(p)
+    key = checksums.keystr(p)
     if key not in stored:
       raise CheckpointError(f"{path}: no parameter {key!r}")
     if stored[key][0] != tuple(leaf.shape):
       raise CheckpointError(f"{path}: parameter {key!r} has shape {stored[key][0]}, "
                             f"the model expects {tuple(leaf.shape)}")
-
-
-def _keystr(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
 def _split_stacks(tree: dict, path: tuple = ()) -> tuple[dict, list]:
@@ -203,16 +227,20 @@ def _stack_like(restored: dict, abstract: dict) -> dict:
   for key, value in abstract.items():
     if key == STACK_KEY and isinstance(value, dict):
       layers = [restored[key][str(i)] for i in range(len(restored[key]))]
-      out[key] = jax.tree.map(lambda a, *xs: _stack(xs, a.sharding), value, *layers)
+      out[key] = jax.tree.map(lambda a, *xs: _stack(xs, a.sharding, a.dtype), value, *layers)
     elif isinstance(value, dict):
       out[key] = _stack_like(restored[key], value)
     else:
-      out[key] = restored[key]
+      out[key] = _stack((restored[key],), value.sharding, value.dtype, stack=False)
   return out
 
 
-def _stack(arrays: tuple, sharding) -> jax.Array:
-  stacked = jax.jit(lambda *xs: jax.numpy.stack(xs), out_shardings=sharding)(*arrays)
+def _stack(arrays: tuple, sharding, dtype, stack: bool = True) -> jax.Array:
+  """The arrays stacked (or the one array), cast to `dtype`, in `sharding`; inputs freed."""
+  if not stack and arrays[0].dtype == dtype:
+    return arrays[0]
+  join = (lambda *xs: jax.numpy.stack(xs).astype(dtype)) if stack else (lambda x: x.astype(dtype))
+  out = jax.jit(join, out_shardings=sharding)(*arrays)
   for a in arrays:
     a.delete()
-  return stacked
+  return out

@@ -1,39 +1,86 @@
-"""Train checkpoints (Orbax CheckpointManager, async, keep-N): the train state and the data
-iterator's state side by side, so `--resume` continues exactly; and the params-only export."""
+"""Train checkpoints (Orbax CheckpointManager, async, keep-N): the train state, the data
+iterator's state and the state's per-array checksums side by side, so `--resume` continues
+exactly and never from a corrupt step; and the params-only export."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import time
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
-from sphinx_jax.checkpoints import params_io
+from sphinx_jax.checkpoints import checksums, params_io
 from sphinx_jax.configs import SphinxConfig
+
+log = logging.getLogger(__name__)
+CORRUPT_DIR = "checkpoints_corrupt"  # beside the checkpoints: steps that did not restore
 
 
 class Checkpoints:
   def __init__(self, directory: str | Path, every: int, keep: int):
+    self.directory = Path(directory).absolute()
     self.manager = ocp.CheckpointManager(
-        Path(directory).absolute(),
+        self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,
                                              enable_async_checkpointing=True),
-        item_names=("state", "data"))
+        item_names=("state", "data", "checksums"))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_state: dict, force: bool = False) -> bool:
     """Saves (asynchronously) when `step` is on the interval, or when forced."""
+    if not (force or self.manager.should_save(step)):
+      return False
     return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(_jsonable(data_state))),
-        force=force)
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(_jsonable(data_state)),
+        checksums=ocp.args.JsonSave(checksums.of_tree(state))), force=force)
 
-  def restore(self, abstract_state, step: int | None = None):
-    """(state restored straight into the abstract state's shardings, data iterator state)."""
-    step = self.latest_step() if step is None else step
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  def restore(self, abstract_state, step: int):
+    """(state restored straight into the abstract state's shardings, data iterator state), its
+    checksums verified; a ChecksumError names the step and the array."""
+    items = dict(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+    verified = (self.directory / str(step) / "checksums").is_dir()
+    if verified:
+      items["checksums"] = ocp.args.JsonRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    if verified:
+      checksums.verify(checksums.of_tree(restored["state"]), restored["checksums"],
+                       f"{self.directory / str(step)}")
+    else:
+      log.warning("%s: step %d has no checksums (written before they existed); not verified",
+                  self.directory, step)
     return restored["state"], restored["data"]
+
+  def restore_newest(self, abstract_state):
+    """(state, data state) of the newest step that restores and verifies. Steps that do not
+    (truncated, corrupt, empty) are moved to CORRUPT_DIR with a warning saying why, so the run
+    can save those steps again; an error lists every reason when none restores."""
+    reasons = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return self.restore(abstract_state, step)
+      except Exception as e:  # noqa: BLE001 - any failure to restore makes the step unusable
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        reasons.append(f"step {step}: {reason}")
+        moved = self._set_aside(step)
+        log.warning("checkpoint step %d does not restore (%s); moved to %s, trying the previous "
+                    "one", step, reason[:500], moved)
+    raise params_io.CheckpointError(f"{self.directory}: no checkpoint restores ("
+                                    + "; ".join(r[:300] for r in reasons) + ")")
+
+  def _set_aside(self, step: int) -> Path:
+    dst = self.directory.parent / CORRUPT_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:
+      dst.parent.mkdir(exist_ok=True)
+      shutil.move(str(self.directory / str(step)), dst)
+    multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+    self.manager.reload()
+    return dst
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

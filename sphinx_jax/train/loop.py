@@ -2,11 +2,14 @@
 
 Every step's metrics go to `workdir/metrics.jsonl` (and TensorBoard, and the progress bar); a
 checkpoint every `checkpoint_every` steps, on SIGTERM and at the end; `resume` continues from the
-latest one exactly (train state + data iterator state). A non-finite loss stops the run before
-anything is saved, so the last checkpoint stays the last good one.
+newest checkpoint that restores and verifies, exactly (train state + data iterator state), if
+the config computes the same run (train.run_config). A non-finite loss stops the run before
+anything is saved, so the last checkpoint stays the last good one. One run per workdir
+(train.workdir_lock).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -24,7 +27,7 @@ from sphinx_jax.configs import SphinxConfig, sphinx_preset
 from sphinx_jax.data import pipeline
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.skips import SkipLog
-from sphinx_jax.train import checkpointing, optimizer
+from sphinx_jax.train import checkpointing, optimizer, run_config, workdir_lock
 from sphinx_jax.train import step as train_step
 from sphinx_jax.train.config import Experiment
 from sphinx_jax.train.flops import measured_peak_flops, step_flops
@@ -32,7 +35,7 @@ from sphinx_jax.train.flops import measured_peak_flops, step_flops
 log = logging.getLogger(__name__)
 
 
-class Diverged(RuntimeError):
+class Diverged(ValueError):
   """The loss became NaN or infinite."""
 
 
@@ -100,21 +103,38 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self.previous)
 
 
-def train(exp: Experiment, resume: bool = False, label: str = "train") -> dict:
-  """Run `exp` (`label` names it on the progress bar); returns the last step's metrics."""
-  t = exp.train
+def train(exp: Experiment, resume: bool = False, label: str = "train",
+          resume_with_changes: tuple[str, ...] = ()) -> dict:
+  """Run `exp` (`label` names it on the progress bar); returns the last step's metrics.
+  `resume_with_changes` names config fields a resumed run may change (train.run_config)."""
   workdir = Path(exp.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  main = jax.process_index() == 0  # holds the lock; others share its workdir
+  with workdir_lock.locked(workdir) if main else contextlib.nullcontext():
+    return _train(exp, workdir, resume, label, resume_with_changes)
+
+
+def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
+           resume_with_changes: tuple[str, ...]) -> dict:
+  t = exp.train
   cfg = model_config(exp)
   mesh = sharding.make_mesh(t.mesh)
   tx = optimizer.make(t.optim, t.steps)
   abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh)
   ckpts = checkpointing.Checkpoints(workdir / "checkpoints", t.checkpoint_every,
                                     t.keep_checkpoints)
+  has_checkpoints = ckpts.latest_step() is not None
+  if has_checkpoints and not resume:
+    raise ValueError(f"{workdir}: holds checkpoints up to step {ckpts.latest_step()}; pass "
+                     "--resume to continue that run, or use a new workdir")
+  if has_checkpoints:
+    run_config.check_resume(workdir, exp, resume_with_changes)
+  if jax.process_index() == 0:
+    run_config.save(workdir, exp)
   skips = SkipLog()
   data = iter(pipeline.batches(exp.data, skips))
-  if resume and ckpts.latest_step() is not None:
-    state, data_state = ckpts.restore(abstract)
+  if has_checkpoints:
+    state, data_state = ckpts.restore_newest(abstract)
     data.set_state(data_state)
     log.info("resumed from step %d", int(state.step))
   else:
@@ -150,12 +170,14 @@ def train(exp: Experiment, resume: bool = False, label: str = "train") -> dict:
         out = {k: float(v) for k, v in jax.device_get(out).items()}
         seconds = time.perf_counter() - began
         if not np.isfinite(out["loss"]) or not np.isfinite(out["grad_norm"]):
+          ckpts.wait()  # every checkpoint of this run is of a finite state, checksummed
           raise Diverged(f"step {step + 1}: loss {out['loss']}, grad norm {out['grad_norm']}; "
-                         f"stopping. The last good checkpoint is step {ckpts.latest_step()} in "
-                         f"{workdir / 'checkpoints'}")
+                         f"stopping. The newest verified checkpoint is step "
+                         f"{ckpts.latest_step()} in {workdir / 'checkpoints'}")
         metrics = {"step": step + 1, **out, "lr": float(schedule(step)),
                    "step_time": seconds, "tokens_per_s": out["tokens"] / seconds,
-                   "mfu": flops / seconds / (peak * jax.device_count())}
+                   "mfu": flops / seconds / (peak * jax.device_count()),
+                   "skipped_records": len(skips)}
         if is_main:
           metrics_file.write(json.dumps(_finite(metrics)) + "\n")
           metrics_file.flush()
