@@ -1,8 +1,9 @@
 """`data --config CONFIG --show N`: check a data config before training.
 
 Prints N samples as the model sees them (`<s>`, `<image>` per image block, supervised tokens in
-⟦ ⟧) and the records skipped on the way, with file, record id and reason. `--check` reads every
-record of every source once first, so the summary covers the whole data set.
+⟦ ⟧) and the records skipped on the way, with file, record id and reason, and how many records
+train with a note (e.g. `<image>` markers without an image). `--check` reads every record of
+every source once first, so the summary covers the whole data set.
 """
 import argparse
 import runpy

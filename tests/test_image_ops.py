@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sphinx_jax.data.image import VIEW_PLANS, make_views, pad_to_square, preprocess
+from sphinx_jax.data.image import VIEW_PLANS, make_views, pad_to_square, preprocess, square, to_rgb
+from sphinx_jax.data.records import read_image_file
 from sphinx_jax.models.vision.normalize import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
                                                 clip_to_imagenet)
 from sphinx_jax.models.vision.resize import bicubic_resize, nearest_resize
@@ -150,6 +151,32 @@ def test_preprocess_matches_pil_pipeline(w, h, mode, size):
   if w != h:
     assert padded.getpixel((0, 0)) == (122, 116, 104)
     assert padded.getpixel((max(w, h) - 1, max(w, h) - 1)) == (122, 116, 104)
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+  values = np.array([[0, 128, 129, 257, 385, 386, 32896, 65535]], np.uint16)
+  want = np.array([0, 0, 1, 1, 1, 2, 128, 255], np.uint8)  # round(v * 255 / 65535)
+  path = tmp_path / "gray16.png"
+  Image.fromarray(values).save(path)
+  with Image.open(path) as image:
+    assert image.mode in ("I;16", "I")  # as PIL opens 16-bit PNGs (newer, older versions)
+    np.testing.assert_array_equal(square(image, 8)[3], np.repeat(want[:, None], 3, 1))
+  np.testing.assert_array_equal(np.asarray(read_image_file(path)), np.repeat(want[None, :, None],
+                                                                             3, 2))
+  for mode, dtype in (("I;16B", ">u2"), ("I;16L", "<u2"), ("I", "<i4")):
+    image = Image.frombytes(mode, (8, 1), values.astype(dtype).tobytes())
+    np.testing.assert_array_equal(np.asarray(to_rgb(image))[0, :, 1], want)
+  beyond = Image.frombytes("I", (2, 1), np.array([-5, 70000], "<i4").tobytes())
+  np.testing.assert_array_equal(np.asarray(to_rgb(beyond))[0, :, 0], [0, 255])  # clipped
+
+
+def test_float_and_alpha_images_convert_as_pil():
+  floats = np.array([[0.4, 0.6, 1.5, 254.5, 300, -3, np.nan, 128]], np.float32)
+  np.testing.assert_array_equal(np.asarray(to_rgb(Image.fromarray(floats)))[0, :, 2],
+                                [0, 0, 1, 254, 255, 0, 0, 128])  # 0..255, clipped, truncated
+  for mode in ("L", "LA", "P", "PA", "RGBA", "CMYK"):
+    image = Image.fromarray(RNG.integers(0, 256, (3, 4, 4), np.uint8)).convert(mode)  # RGBA
+    np.testing.assert_array_equal(np.asarray(to_rgb(image)), np.asarray(image.convert("RGB")))
 
 
 def _reference_views(image, name):

@@ -116,10 +116,12 @@ def open_source(spec):
   return opened
 
 
-def _keeper(skips: SkipLog, limit: int):
-  """The skip filter, failing loudly when `limit` records in a row are bad (every record may be:
-  endless skipping would hang the pipeline)."""
-  run = 0
+def _keeper(skips: SkipLog, records: int):
+  """The skip filter over endless epochs of `records` records, failing loudly when every record
+  may be bad (endless skipping would hang the pipeline). Reshuffled epochs can put one epoch's
+  bad records right after the last epoch's: with one good record left, a run of bad ones is
+  shorter than twice the records."""
+  run, limit = 0, 2 * records
 
   def keep(item) -> bool:
     nonlocal run
@@ -149,10 +151,8 @@ def mixture(specs, weights, fn, config, skips: SkipLog) -> grain.IterDataset:
            .shuffle(seed=config.seed + i).repeat() for i, src in enumerate(opened)]
   weights = weights or [len(src) for src in opened]
   mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
-  # Reshuffled epochs can put one epoch's bad records right after the last epoch's: with one good
-  # record left, a run of bad ones is at most twice the records.
-  limit = 2 * sum(len(src) for src in opened)
-  return mixed.to_iter_dataset(read_options(config)).filter(_keeper(skips, limit))
+  records = sum(len(src) for src in opened)
+  return mixed.to_iter_dataset(read_options(config)).filter(_keeper(skips, records))
 
 
 def samples(config: DataConfig, skips: SkipLog, tok: Tokenizer | None = None) -> grain.IterDataset:

@@ -71,12 +71,12 @@ class _FileSpec:
 
 
 def image_file(root: str, path, allow_outside_root: bool, file, rid: str) -> Path:
-  """`root/path`, a bad record unless `path` is a string and (unless allowed) stays in root."""
+  """`root/path` normalised (what is checked is what is read), a bad record unless `path` is a
+  string and (unless allowed) stays in root."""
   if not isinstance(path, str):
     raise BadRecord(file, rid, f"image path {path!r} is not a string")
-  joined = os.path.join(root, path)
-  base = os.path.abspath(root)
-  if not allow_outside_root and os.path.commonpath([base, os.path.abspath(joined)]) != base:
+  joined, base = os.path.abspath(os.path.join(root, path)), os.path.abspath(root)
+  if not allow_outside_root and os.path.commonpath([base, joined]) != base:
     raise BadRecord(file, rid, f"image path {path!r} is outside the image root {base} "
                                "(allow_outside_root=True reads it)")
   return Path(joined)

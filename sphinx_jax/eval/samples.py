@@ -63,8 +63,7 @@ def load_image(ref: Path | Inline) -> Image.Image:
 def image_under(folder: Path, name: str, where: str) -> Path:
   """`folder/name`, refused (ValueError naming `where`) when `name` leaves `folder`."""
   base = os.path.abspath(folder)
-  path = os.path.abspath(os.path.join(folder, name))
-  if os.path.commonpath([base, path]) != base:
+  if os.path.commonpath([base, os.path.abspath(os.path.join(folder, name))]) != base:
     raise ValueError(f"{where}: image path {name!r} is outside the image root {base}")
   return Path(folder) / name
 
