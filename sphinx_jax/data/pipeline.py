@@ -31,6 +31,7 @@ from sphinx_jax.data.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 _WARNED_LOCK = threading.Lock()  # module-level: a Guarded must stay picklable for grain
 
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """What a training run reads. `sources` are specs from data.sources / mimic_it / tfds_source;

@@ -71,4 +71,3 @@ class SkipLog:
              f"({', '.join(f'{n} in {f}' for f, n in by_file.items())})"]
     lines += [f"  {file} [{record}]: {reason}" for (file, record), reason in self.records.items()]
     return "\n".join(lines)
-
