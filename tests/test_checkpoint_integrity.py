@@ -233,3 +233,12 @@ def test_kill_9_then_a_truncated_latest_checkpoint_resumes_from_the_previous_exa
   print(f"killed at step {newest}'s save; resumed from {previous}:",
         [(s, want[s], got[s]) for s in (previous + 1, 12)])
   assert [got[s] for s in range(previous + 1, 13)] == [want[s] for s in range(previous + 1, 13)]
+
+
+def test_an_unwritable_workdir_is_a_one_line_error(tmp_path, capsys):
+  from launch.__main__ import main
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  assert main(["train", "--config", str(CONFIG), f"--config.workdir={blocker}/run"]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: ") and str(blocker) in err[-1]

@@ -1,6 +1,7 @@
 """Training: loss goes down, sharding and processes do not change the losses, frozen towers stay
 frozen, and a 13B SPHINX-1k step compiles abstractly (kill -9 + resume: test_checkpoint_integrity)."""
 import json
+import re
 import os
 import socket
 import subprocess
@@ -158,7 +159,8 @@ def test_experiment_configs_load_and_override(name):
     train_config.load(ROOT / "configs" / f"{name}.py", ["train.stepz=7"])
 
 
-def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,
+                                                                     capsys):
   from sphinx_jax.train import loop
   make = train_step.make_train_step
 
@@ -172,8 +174,11 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, m
     return run
 
   monkeypatch.setattr(loop.train_step, "make_train_step", poisoned)
-  with pytest.raises(loop.Diverged, match=r"step 3: loss nan.*newest verified checkpoint is step 2"):
-    train(_experiment(tmp_path, "train.steps=6", "train.checkpoint_every=2"))
+  from launch.__main__ import main
+  assert main(["train", "--config", str(CONFIG), f"--config.workdir={tmp_path}",
+               "--config.train.steps=6", "--config.train.checkpoint_every=2"]) == 1
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert re.fullmatch(r"error: step 3: loss nan.*newest verified checkpoint is step 2 in .*", err)
   assert max(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == 2
   assert not list(tmp_path.glob("params_step*"))
 
