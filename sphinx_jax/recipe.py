@@ -126,8 +126,14 @@ def _digest(*parts) -> str:
 
 
 def _recorded(directory: Path) -> dict:
+  """The step's marker; an unreadable one counts as none (the step is set aside, rebuilt)."""
   marker = directory / MARKER
-  return json.loads(marker.read_text()) if marker.is_file() else {}
+  try:
+    recorded = json.loads(marker.read_text()) if marker.is_file() else {}
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    log.warning("%s: unreadable; treating %s as built from another config", marker, directory)
+    return {}
+  return recorded if isinstance(recorded, dict) else {}
 
 
 def _set_aside(root: Path, name: str, directory: Path, key: str) -> None:

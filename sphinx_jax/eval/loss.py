@@ -12,8 +12,9 @@ import jax
 
 from sphinx_jax import sharding
 from sphinx_jax.data.batching import collate
+from sphinx_jax.data.pipeline import Guarded
 from sphinx_jax.data.sample import Layout, make_sample
-from sphinx_jax.data.skips import BadRecord
+from sphinx_jax.data.skips import Skipped
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.eval.generation import shard_rows
 from sphinx_jax.models.sphinx import Sphinx as SphinxModule
@@ -24,14 +25,12 @@ def mean_loss(model, source, layout: Layout, tokenizer: Tokenizer, batch_size: i
               limit: int | None = None) -> dict:
   """{'loss', 'tokens', 'skipped'} of `model` (an `inference.Sphinx`) over the first `limit`
   (default: every) records of `source` (a data source spec), `batch_size` rows at a time."""
-  opened = source.open()
+  guarded = Guarded(source.open(), functools.partial(make_sample, tok=tokenizer, layout=layout,
+                                                     source_id=0), strict=False)
   rows = -(-batch_size // sharding.batch_multiple(model.mesh)) * sharding.batch_multiple(model.mesh)
-  samples, skipped = [], 0
-  for i in range(min(len(opened), limit or len(opened))):
-    try:
-      samples.append(make_sample(opened[i], tokenizer, layout, 0))
-    except BadRecord:
-      skipped += 1
+  read = [guarded[i] for i in range(min(len(guarded), limit or len(guarded)))]
+  samples = [s for s in read if not isinstance(s, Skipped)]
+  skipped = len(read) - len(samples)
   total, count = 0.0, 0.0
   for start in range(0, len(samples), rows):
     chunk = samples[start:start + rows]
