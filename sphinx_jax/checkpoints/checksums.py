@@ -4,11 +4,11 @@ Why our own: Orbax 0.12.8 writes zarr3 chunks whose only crc32c guards the shard
 data, and exposes no codec option; 64 flipped bytes in a data file restore without complaint
 (as NaNs). A host-side crc32c would need every array gathered to one host. This checksum is a
 reduction instead: each element's bits, as uint32 words, pass through a bijective mix and are
-summed with two odd position-dependent weights, modulo 2**32. Integer sums do not depend on the
+summed with two odd position-dependent weights, modulo 2**32 (64 bits in all). Integer sums do not depend on the
 order of reduction, so the value is the same for any sharding and any number of processes, and
 it costs one read of the arrays on the accelerator. A change of any single word always changes
-both sums (an odd weight is invertible mod 2**32); other corruptions go unseen with probability
-about 2**-64.
+both sums (an odd weight is invertible mod 2**32); it is not a cryptographic hash, but a random
+corruption of several words cancels in both sums only by a coincidence of about 2**-64.
 """
 from __future__ import annotations
 
@@ -53,16 +53,11 @@ def _position(shape: tuple[int, ...]) -> jax.Array:
   return jnp.broadcast_to(index, shape)
 
 
-def _mix(v: jax.Array) -> jax.Array:
-  v = (v ^ (v >> 16)) * _K2
-  return (v ^ (v >> 13)) * _K3
-
-
 def _sums(x: jax.Array) -> jax.Array:
-  words = _mix(_words(x))
+  words = _words(x)
+  words = (words ^ (words >> 16)) * _K2  # a bijection: no two words mix alike
   i = _position(words.shape)
-  w1 = i * _K1 | np.uint32(1)
-  w2 = _mix(i + _K1) | np.uint32(1)
+  w1, w2 = i * _K1 | np.uint32(1), (i * _K3 + _K2) | np.uint32(1)
   return jnp.stack([jnp.sum(words * w1, dtype=jnp.uint32), jnp.sum(words * w2, dtype=jnp.uint32)])
 
 

@@ -68,7 +68,8 @@ def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
 def disk_parts(params: dict) -> Iterator[dict]:
   """Split in-memory params into disk-layout parts: everything unstacked, then layer by layer."""
   rest, stacks = _split_stacks(params)
-  yield rest
+  if rest:
+    yield rest
   for path, stack in stacks:
     n = jax.tree.leaves(stack)[0].shape[0]
     for i in range(n):
