@@ -1,4 +1,5 @@
-"""`mix --a DIR --b DIR --beta B [B ...] --out DIR [--only llm]`: theta = B*a + (1-B)*b."""
+"""`mix --a DIR --b DIR --beta B [B ...] --out DIR [--only llm] [--extrapolate]`:
+theta = B*a + (1-B)*b."""
 import argparse
 from pathlib import Path
 
@@ -14,10 +15,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", type=Path, required=True, help="output directory (must not exist)")
   parser.add_argument("--only", default=None, metavar="SUBTREE",
                       help="mix only this top-level subtree (e.g. llm); copy the rest from --a")
+  parser.add_argument("--extrapolate", action="store_true",
+                      help="allow betas outside [0, 1] (beyond --a or --b); nan/inf never")
 
 
 def run(args: argparse.Namespace) -> int:
   from sphinx_jax.checkpoints.mix import mix
   betas = args.beta[0] if len(args.beta) == 1 else args.beta
-  print(f"wrote {mix(args.a, args.b, betas, args.out, only=args.only)}")
+  out = mix(args.a, args.b, betas, args.out, only=args.only, extrapolate=args.extrapolate)
+  print(f"wrote {out}")
   return 0

@@ -163,3 +163,29 @@ def test_relative_paths(pair, tmp_path, monkeypatch):
   for key in x:
     np.testing.assert_array_equal(mixed[key], _expected(x[key], y[key], 0.5), key)
   assert out == tmp_path / "m"
+
+
+@pytest.mark.parametrize("beta", ["nan", "inf"])
+def test_a_non_finite_beta_is_refused_even_when_extrapolating(pair, tmp_path, capsys, beta):
+  a, b = pair
+  assert main(["mix", "--a", str(a), "--b", str(b), "--beta", "0.5", beta, "--out",
+               str(tmp_path / "m"), "--extrapolate"]) == 1
+  err = capsys.readouterr().err
+  assert f"beta {beta}: not a finite number" in err and err.count("\n") == 1
+  with pytest.raises(ValueError, match="beta -inf: not a finite number"):
+    mix_lib.mix(a, b, -np.inf, tmp_path / "m", extrapolate=True)
+  assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("beta", [-0.5, 1.5])
+def test_a_beta_outside_0_1_needs_extrapolate(pair, tmp_path, capsys, beta):
+  a, b = pair
+  args = ["mix", "--a", str(a), "--b", str(b), "--beta", str(beta), "--out", str(tmp_path / "m")]
+  assert main(args) == 1
+  err = capsys.readouterr().err
+  assert f"beta {beta:g} is outside [0, 1]" in err and "--extrapolate" in err
+  assert err.count("\n") == 1 and _leftovers(tmp_path) == []
+  assert main(args + ["--extrapolate"]) == 0
+  xs, ys, mixed = _read(a), _read(b), _read(tmp_path / "m")
+  for key, x in xs.items():
+    np.testing.assert_array_equal(mixed[key], _expected(x, ys[key], beta), err_msg=key)

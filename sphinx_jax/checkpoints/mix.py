@@ -4,11 +4,13 @@ Leaf by leaf: leaves are read from both checkpoints through Orbax partial loads 
 GROUP_BYTES, a larger leaf alone), mixed in float32, cast back to their dtype and saved as one
 part per group, so peak host memory is a few groups or leaves, not two models. Both checkpoints
 are checked (tree, shapes, dtypes, config.json except `dtype`) before anything is written, and
-the output appears only when complete.
+the output appears only when complete. Betas outside [0, 1] extrapolate beyond a or b, so they
+need `extrapolate=True`; a non-finite beta is always refused (it would write NaN everywhere).
 """
 from __future__ import annotations
 
 import functools
+import math
 import os
 import shutil
 import uuid
@@ -25,15 +27,18 @@ GROUP_BYTES = 64 << 20
 
 
 def mix(a: str | os.PathLike, b: str | os.PathLike, betas: float | Sequence[float],
-        out: str | os.PathLike, only: str | None = None) -> Path:
+        out: str | os.PathLike, only: str | None = None, extrapolate: bool = False) -> Path:
   """Write mix(a, b, beta) to `out`, or with several betas each to `out/beta_<beta>`.
 
   `only` names a top-level subtree (e.g. 'llm') to mix; the rest is copied from `a`. A sweep is
-  atomic as a whole: `out` appears once every beta is written.
+  atomic as a whole: `out` appears once every beta is written. `extrapolate` allows betas
+  outside [0, 1].
   """
   a, b, out = Path(a), Path(b), Path(out)
   sweep = not isinstance(betas, (int, float))
   betas = [float(x) for x in betas] if sweep else [float(betas)]
+  for beta in betas:
+    check_beta(beta, extrapolate)
   names = [f"beta_{x:g}" for x in betas]
   if len(set(names)) != len(names):
     raise ValueError(f"betas {betas}: repeated")
@@ -55,6 +60,14 @@ def mix(a: str | os.PathLike, b: str | os.PathLike, betas: float | Sequence[floa
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return out
+
+
+def check_beta(beta: float, extrapolate: bool) -> None:
+  if not math.isfinite(beta):
+    raise ValueError(f"beta {beta}: not a finite number")
+  if not (extrapolate or 0.0 <= beta <= 1.0):
+    raise ValueError(f"beta {beta:g} is outside [0, 1], which extrapolates beyond a or b; "
+                     "pass --extrapolate (extrapolate=True) if that is meant")
 
 
 def check_compatible(a: Path, b: Path) -> tuple[dict, dict]:
