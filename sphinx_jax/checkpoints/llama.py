@@ -6,7 +6,6 @@ Meta's interleaved layout, so HF's permutation is undone here.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -14,9 +13,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from sphinx_jax.checkpoints import params_io
+from sphinx_jax.checkpoints import source_files
 from sphinx_jax.checkpoints.torch_io import (ConversionError, SafetensorsStateDict,
-                                             ShardedStateDict, shard_files)
+                                             ShardedStateDict, read_json, shard_files)
 from sphinx_jax.configs import LlamaConfig
 
 log = logging.getLogger(__name__)
@@ -85,10 +84,7 @@ def llm_parts(get: Getter, cfg: LlamaConfig, prefix: str = "", root: str = "llm"
 
 
 def meta_config(params_json: Path, vocab_size: int, dtype: str) -> LlamaConfig:
-  try:
-    p = json.loads(params_json.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise ConversionError(f"{params_json}: cannot read ({e})") from None
+  p = read_json(params_json)
   try:
     return LlamaConfig(
         vocab_size=vocab_size, dim=p["dim"], n_layers=p["n_layers"], n_heads=p["n_heads"],
@@ -110,8 +106,9 @@ def convert_meta(src: Path, dst: Path, dtype: str | None = None,
   dtype = dtype or src_dtype
   cfg = meta_config(src / "params.json", vocab_size, dtype)
   parts = llm_parts(state.get, cfg, dtype=dtype)
-  return params_io.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
-                         tokenizer or find_tokenizer(src))
+  return source_files.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
+                            tokenizer or find_tokenizer(src), "meta", src,
+                            [*files, src / "params.json"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,18 +168,18 @@ def hf_getter(get: Getter, cfg: LlamaConfig, tied: bool) -> Getter:
 def convert_hf(src: Path, dst: Path, dtype: str | None = None,
                tokenizer: Path | None = None) -> Path:
   """HF Llama directory (config.json + safetensors) -> params checkpoint."""
-  config_path = src / "config.json"
-  try:
-    hf = json.loads(config_path.read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise ConversionError(f"{config_path}: cannot read ({e})") from None
+  hf = read_json(src / "config.json")
   state = SafetensorsStateDict(src)
   dtype = dtype or state.dtype_name("model.embed_tokens.weight")
-  cfg = hf_config(hf, dtype)
+  try:
+    cfg = hf_config(hf, dtype)
+  except KeyError as e:
+    raise ConversionError(f"{src / 'config.json'}: missing field {e}") from None
   tied = hf.get("tie_word_embeddings", False) or "lm_head.weight" not in state.keys()
   parts = llm_parts(hf_getter(state.get, cfg, tied), cfg, dtype=dtype)
-  return params_io.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
-                         tokenizer or find_tokenizer(src))
+  return source_files.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
+                            tokenizer or find_tokenizer(src), "hf", src,
+                            [src / "config.json", *state.files])
 
 
 def find_tokenizer(src: Path) -> Path | None:

@@ -21,6 +21,18 @@ class ConversionError(ValueError):
   """A source checkpoint is unreadable or disagrees with its config; names the file and key."""
 
 
+def read_json(path: Path) -> dict:
+  """A source's JSON object (config.json, meta.json, params.json, an index); anything else is
+  an error naming the file."""
+  try:
+    value = json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConversionError(f"{path}: cannot read ({e})") from None
+  if not isinstance(value, dict):
+    raise ConversionError(f"{path}: expected a JSON object, got {type(value).__name__}")
+  return value
+
+
 def _torch():
   try:
     import torch
@@ -116,13 +128,16 @@ class SafetensorsStateDict:
     from safetensors import safe_open
     index = src / "model.safetensors.index.json"
     if index.is_file():
-      weight_map = json.loads(index.read_text())["weight_map"]
+      weight_map = read_json(index).get("weight_map")
+      if not isinstance(weight_map, dict):
+        raise ConversionError(f"{index}: no 'weight_map' object")
       files = sorted(set(weight_map.values()))
     elif (src / "model.safetensors").is_file():
       files = ["model.safetensors"]
     else:
       raise ConversionError(f"{src}: no model.safetensors or model.safetensors.index.json")
     _torch()
+    self.files = ([index] if index.is_file() else []) + [src / name for name in files]
     self.handles, self.where = {}, {}
     for name in files:
       try:

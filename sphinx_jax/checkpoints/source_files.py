@@ -1,0 +1,65 @@
+"""The files a conversion read, with their sizes and sha256, in the output's `source.json`: a
+checkpoint says exactly what it came from.
+
+`source.json` sits beside config.json, not inside it: every reader parses config.json strictly
+(`SphinxConfig.from_dict` refuses unknown fields, training's `init_from` included). The files are
+hashed in a background thread while the conversion reads them through mmap: the page cache
+serves whichever read comes second, so a file that fits in RAM is read from disk once, and the
+hashing (about 1 s per GiB on one core) overlaps the conversion instead of adding to it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from sphinx_jax.checkpoints import params_io
+from sphinx_jax.checkpoints.torch_io import ConversionError
+
+SOURCE_FILE = "source.json"
+_CHUNK = 8 << 20
+
+
+def _file_record(path: Path, root: Path, stop: threading.Event) -> dict:
+  """{path (relative to `root`), bytes, sha256} of one file, read in chunks (cut short once
+  `stop` is set: the conversion failed and the record will not be used)."""
+  digest, size = hashlib.sha256(), 0
+  try:
+    with open(path, "rb") as f:
+      while (chunk := f.read(_CHUNK)) and not stop.is_set():
+        digest.update(chunk)
+        size += len(chunk)
+  except OSError as e:
+    raise ConversionError(f"{path}: cannot read to hash ({e})") from None
+  return {"path": os.path.relpath(path, root), "bytes": size, "sha256": digest.hexdigest()}
+
+
+def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
+          tokenizer: Path | None, fmt: str, src: Path, files: Sequence[Path]) -> Path:
+  """`params_io.write` plus `source.json` for `files` (and the tokenizer), hashed while `parts`
+  are converted. Written in a hidden sibling and renamed: `dst` appears complete or not at all."""
+  dst = Path(os.path.abspath(dst))
+  if dst.exists():
+    raise params_io.CheckpointError(f"{dst}: already exists; refusing to overwrite")
+  files = [*files, *([tokenizer] if tokenizer is not None else [])]
+  staging = dst.parent / f".{dst.name}.staging-{uuid.uuid4().hex[:8]}"
+  stop = threading.Event()
+  try:
+    with ThreadPoolExecutor(1, thread_name_prefix="hash-sources") as pool:
+      hashed = pool.submit(lambda: [_file_record(f, src, stop) for f in files])
+      try:
+        written = params_io.write(staging / dst.name, parts, config, tokenizer)
+        source = {"format": fmt, "src": str(src.absolute()), "files": hashed.result()}
+      finally:
+        stop.set()  # on failure: no minutes of hashing after the error
+    (written / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+    written.rename(dst)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return dst
