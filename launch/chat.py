@@ -4,6 +4,11 @@ With --prompt: one answer, streamed, then exit. Without: an interactive session 
 Ctrl-D ends it; `/image PATH` switches the image; `/reset` forgets the history). Decoding is
 greedy by default, as `eval`. Boxes in an answer (`<p>phrase</p>[x1,y1,x2,y2]`) are drawn on the
 image (enlarged when small) when --boxes-out is given.
+
+An answer gets --max-new-tokens, or by default up to 512 new tokens; either way at most what the
+model's context (max_seq_len) leaves after the prompt: a larger --max-new-tokens is reduced, with
+a note, since it is a cap and the answer usually ends before it. A turn that leaves no room is an
+error; in the interactive session it is reported and the session goes on (`/reset` makes room).
 """
 import argparse
 import sys
@@ -15,12 +20,16 @@ HELP = "chat with a SPHINX checkpoint about an image (one-shot or interactive)"
 def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", type=Path, required=True,
                       help="a directory written by `launch convert accessory` or by training")
-  parser.add_argument("--image", type=Path, default=None, help="image file (any PIL format)")
+  parser.add_argument("--image", type=Path, default=None,
+                      help="image file (any PIL format; at most $SPHINX_MAX_IMAGE_PIXELS pixels, "
+                           "default 8192 x 8192)")
   parser.add_argument("--prompt", default=None, help="ask this once and exit")
   parser.add_argument("--short", action="store_true",
                       help="ask for a short answer: append SPHINX's instruction \"Answer the "
                            "question using a single word or phrase.\" (its VQA prompt, as eval)")
-  parser.add_argument("--max-new-tokens", type=int, default=512)
+  parser.add_argument("--max-new-tokens", type=int, default=None,
+                      help="cap on an answer's length (default: 512, or what the model's "
+                           "context leaves after the prompt if less)")
   parser.add_argument("--temperature", type=float, default=0.0,
                       help="0: greedy, as eval (the reference demo samples at 0.1, top-p 0.75)")
   parser.add_argument("--top-p", type=float, default=1.0)
@@ -29,31 +38,35 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="save the image with the answer's boxes drawn here (PNG)")
 
 
-def load_image(path: Path):
-  from PIL import Image, UnidentifiedImageError
-  try:
-    with Image.open(path) as image:
-      image.load()
-      return image.convert("RGB")
-  except FileNotFoundError:
-    raise FileNotFoundError(f"{path}: no such image file") from None
-  except (UnidentifiedImageError, OSError, SyntaxError) as e:
-    raise ValueError(f"{path}: not a readable image ({e})") from None
+def capped(requested: int | None, room: int) -> int | None:
+  """The budget to ask for: `requested` reduced to the context's `room` (with a note), or None
+  (the model's default, which fits by itself)."""
+  if requested is None or requested <= room:
+    return requested
+  print(f"note: --max-new-tokens {requested} reduced to {room}: what the model's context leaves "
+        "after this prompt", file=sys.stderr)
+  return room
 
 
 def run(args: argparse.Namespace) -> int:
   from sphinx_jax import Sphinx
   from sphinx_jax.checkpoints.params_io import read_config
   from sphinx_jax.data import tasks
+  from sphinx_jax.data.records import read_image_file
+  from sphinx_jax.inference.sphinx_model import ContextFull
+  if args.max_new_tokens is not None and args.max_new_tokens < 1:
+    raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
-  image = load_image(args.image) if args.image else None
+  image = read_image_file(args.image) if args.image else None
   model = Sphinx.from_pretrained(args.checkpoint)
   history: list[tuple[str, str]] = []
 
-  def answer(question: str) -> None:
+  def answer(question: str, prefix: str = "") -> None:
     if args.short:
       question = f"{question}\n{tasks.VQA}"
-    text = model.chat(image, question, history, max_new_tokens=args.max_new_tokens,
+    budget = capped(args.max_new_tokens, model.chat_room(image, question, history))
+    print(prefix, end="", flush=True)
+    text = model.chat(image, question, history, max_new_tokens=budget,
                       temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                       on_text=lambda piece: print(piece, end="", flush=True))
     print()
@@ -76,12 +89,15 @@ def run(args: argparse.Namespace) -> int:
       return 0
     if question.startswith("/image "):
       try:
-        image, history = load_image(Path(question[7:].strip())), []
+        image, history = read_image_file(question[7:].strip()), []
       except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
       continue
     if question == "/reset":
       history = []
       continue
-    print("Assistant: ", end="", flush=True)
-    answer(question)
+    try:
+      answer(question, prefix="Assistant: ")
+    except ContextFull as e:
+      hint = "/reset forgets the history" if history else "ask something shorter"
+      print(f"error: {e}; {hint}", file=sys.stderr)

@@ -1,5 +1,8 @@
 """Grounding (parse, map back, draw), the chat command line and the inference notebook."""
+import json
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import nbformat
@@ -66,6 +69,61 @@ def test_chat_on_a_corrupt_image_is_one_line_naming_it(release, tmp_path, capsys
   assert str(bad) in err and err.count("\n") == 1
 
 
+def _bomb(path: Path) -> Path:
+  """A 1-pixel PNG whose header claims 100000 x 100000 pixels: decoding it would take 10 GB."""
+  _png(path)
+  Image.new("L", (1, 1)).save(path)
+  data = bytearray(path.read_bytes())
+  data[16:24] = struct.pack(">II", 100_000, 100_000)  # IHDR width, height
+  data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # IHDR's CRC
+  path.write_bytes(bytes(data))
+  return path
+
+
+def test_chat_on_a_decompression_bomb_is_one_line_naming_it(release, tmp_path, capsys):
+  bomb = _bomb(tmp_path / "bomb.png")
+  assert main(["chat", "--checkpoint", str(release[2]), "--image", str(bomb), "--prompt", "hi"]) == 1
+  err = capsys.readouterr().err
+  assert str(bomb) in err and err.count("\n") == 1
+
+
+def test_chat_default_budget_fits_a_small_context(release, tmp_path, capsys):
+  """512 new tokens do not fit after a prompt in the tiny model's 512 positions: the default is
+  what is left, and a larger --max-new-tokens is reduced to it with a note."""
+  image = _png(tmp_path / "a.png")
+  args = ["chat", "--checkpoint", str(release[2]), "--image", str(image), "--prompt", "What?"]
+  assert main(args) == 0
+  assert capsys.readouterr().err == ""
+  assert main(args + ["--max-new-tokens", "100000"]) == 0
+  err = capsys.readouterr().err
+  assert "note: --max-new-tokens 100000 reduced to " in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("budget", ["0", "-3"])
+def test_chat_max_new_tokens_below_one_is_one_line(release, capsys, budget):
+  assert main(["chat", "--checkpoint", str(release[2]), "--prompt", "hi", "--max-new-tokens",
+               budget]) == 1
+  err = capsys.readouterr().err
+  assert f"--max-new-tokens {budget}: must be at least 1" in err and err.count("\n") == 1
+
+
+def test_one_shot_chat_with_a_prompt_too_long_is_one_line(release, capsys):
+  assert main(["chat", "--checkpoint", str(release[2]), "--prompt", "red " * 600]) == 1
+  err = capsys.readouterr().err
+  assert "leaves no room for an answer in max_seq_len 512" in err and err.count("\n") == 1
+
+
+def test_interactive_chat_reports_a_turn_too_long_and_goes_on(release, tmp_path, capsys,
+                                                              monkeypatch):
+  lines = iter(["What is it?", "red " * 600, "/reset", "And now?", ""])
+  monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+  assert main(["chat", "--checkpoint", str(release[2]), "--image", str(_png(tmp_path / "a.png")),
+               "--max-new-tokens", "3"]) == 0
+  captured = capsys.readouterr()
+  assert "leaves no room for an answer" in captured.err and "/reset forgets" in captured.err
+  assert captured.out.count("Assistant: ") == 2
+
+
 def test_chat_without_config_json_is_one_line_naming_it(tmp_path, capsys):
   (tmp_path / "ckpt").mkdir()
   assert main(["chat", "--checkpoint", str(tmp_path / "ckpt"), "--prompt", "hi"]) == 1
@@ -84,3 +142,15 @@ def test_inference_notebook_runs(release, tmp_path, monkeypatch):
   assert not [o for o in outputs if o.output_type == "error"]
   assert any("image tokens per image" in o.get("text", "") for o in outputs)
   assert outputs[-1].output_type == "execute_result" and "image/png" in outputs[-1].data
+
+
+@pytest.mark.parametrize("change", [{"source": "elsewhere"}, {"llm": 3}])
+def test_chat_on_a_config_json_that_is_not_a_sphinx_config_is_one_line(release, tmp_path, capsys,
+                                                                       change):
+  ckpt = tmp_path / "ckpt"
+  ckpt.mkdir()
+  config = json.loads((release[2] / "config.json").read_text())
+  (ckpt / "config.json").write_text(json.dumps({**config, **change}))
+  assert main(["chat", "--checkpoint", str(ckpt), "--prompt", "hi"]) == 1
+  err = capsys.readouterr().err
+  assert f"{ckpt / 'config.json'}: not a SPHINX config" in err and err.count("\n") == 1

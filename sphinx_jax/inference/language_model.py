@@ -40,7 +40,11 @@ class LanguageModel:
     config = params_io.read_config(ckpt_dir)
     if "llm" not in config:
       raise params_io.CheckpointError(f"{ckpt_dir}/config.json: no 'llm' section")
-    cfg = LlamaConfig.from_dict(config["llm"])
+    try:
+      cfg = LlamaConfig.from_dict(config["llm"])
+    except (ValueError, TypeError, AttributeError) as e:  # fields unknown, missing, mistyped
+      raise params_io.CheckpointError(f"{ckpt_dir}/config.json: not an LLM config ({e})") \
+          from None
     if dtype is not None:
       cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
     mesh = mesh if mesh is not None else sharding.make_mesh()

@@ -23,6 +23,12 @@ from sphinx_jax.models.llama import init_cache
 from sphinx_jax.models.sphinx import Sphinx as SphinxModule
 from sphinx_jax.models.sphinx import init_params, prompt_layout
 
+CHAT_NEW_TOKENS = 512  # an answer's budget when none is given (or what the context leaves)
+
+
+class ContextFull(ValueError):
+  """The prompt (image and history included) leaves too little of max_seq_len for the answer."""
+
 
 class Sphinx:
   """A SPHINX model: `config` (SphinxConfig), `params` (pytree), optional `tokenizer`."""
@@ -47,7 +53,11 @@ class Sphinx:
     if config.get("model") != "sphinx":
       raise params_io.CheckpointError(
           f"{ckpt_dir}/config.json: model {config.get('model')!r} is not a SPHINX model")
-    cfg = SphinxConfig.from_dict({k: v for k, v in config.items() if k != "model"})
+    try:
+      cfg = SphinxConfig.from_dict({k: v for k, v in config.items() if k != "model"})
+    except (ValueError, TypeError, AttributeError) as e:  # fields unknown, missing, mistyped
+      raise params_io.CheckpointError(f"{ckpt_dir}/config.json: not a SPHINX config ({e})") \
+          from None
     if dtype is not None:
       cfg = cfg.replace(llm=cfg.llm.replace(param_dtype=dtype, dtype=dtype))
     mesh = mesh if mesh is not None else sharding.make_mesh()
@@ -76,11 +86,13 @@ class Sphinx:
     """New token ids after the prompt (EOS / stop sequence excluded); `on_token` streams them."""
     eos_id = eos_of(self.tokenizer) if eos_id == -1 else eos_id
     stops = tuple(tuple(int(t) for t in s) for s in stop_sequences)
+    if max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens {max_new_tokens}: must be at least 1")
     batch, rows = self._prompt_batch(pixels, [list(token_ids)])
     length = int(rows[0][-1]) + 1
     if length + max_new_tokens > self.config.llm.max_seq_len:
-      raise ValueError(f"prompt ({length} positions with image) + max_new_tokens "
-                       f"({max_new_tokens}) exceeds max_seq_len {self.config.llm.max_seq_len}")
+      raise ContextFull(f"prompt ({length} positions with image) + max_new_tokens "
+                        f"({max_new_tokens}) exceeds max_seq_len {self.config.llm.max_seq_len}")
     lengths = np.ones(batch["tokens"].shape[0], np.int32)
     lengths[0] = length
     sink = (lambda tokens: None) if on_token is None else _first_row(on_token)
@@ -93,19 +105,42 @@ class Sphinx:
     return trim(out[0], eos_id, stops)
 
   def chat(self, image: Image.Image | None, question: str,
-           history: Sequence[tuple[str, str]] = (), *, max_new_tokens: int = 512,
+           history: Sequence[tuple[str, str]] = (), *, max_new_tokens: int | None = None,
            temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
            on_text: Callable[[str], None] | None = None) -> str:
-    """Answer `question` about `image` in the conv_v1_2 template, after `history` turns."""
-    if self.tokenizer is None:
-      raise ValueError("this checkpoint has no tokenizer.model: chat needs one")
-    prompt = conversation_prompt([*history, (question, None)])
-    ids = self.tokenizer.encode(prompt, bos=True)
+    """Answer `question` about `image` in the conv_v1_2 template, after `history` turns.
+
+    `max_new_tokens` None: CHAT_NEW_TOKENS, or what the context leaves if less (small models
+    have 512 positions in all). A prompt leaving no room, or an explicit budget larger than the
+    room, is a ContextFull error.
+    """
+    ids = self._chat_ids(question, history)
+    room = self._room(ids, image is not None)
+    max_new_tokens = min(CHAT_NEW_TOKENS, room) if max_new_tokens is None else max_new_tokens
     pixels = None if image is None else self.preprocess(image)
     stream = None if on_text is None else _TextStream(self.tokenizer, on_text)
     new = self.generate_ids(pixels, ids, max_new_tokens, temperature=temperature, top_p=top_p,
                             seed=seed, stop_sequences=[stop_ids(self.tokenizer)], on_token=stream)
     return self.tokenizer.decode(new).split(STOP)[0].strip()
+
+  def chat_room(self, image: Image.Image | None, question: str,
+                history: Sequence[tuple[str, str]] = ()) -> int:
+    """How many new tokens fit after this turn's prompt (image and history included): an
+    answer's largest budget. ContextFull if not even one does."""
+    return self._room(self._chat_ids(question, history), image is not None)
+
+  def _chat_ids(self, question: str, history: Sequence[tuple[str, str]]) -> list[int]:
+    if self.tokenizer is None:
+      raise ValueError("this checkpoint has no tokenizer.model: chat needs one")
+    return self.tokenizer.encode(conversation_prompt([*history, (question, None)]), bos=True)
+
+  def _room(self, ids: Sequence[int], with_image: bool) -> int:
+    """max_seq_len minus the positions of `ids` and of an image's tokens (after BOS), if any."""
+    positions = len(ids) + (self.config.image_tokens if with_image else 0)
+    if positions >= self.config.llm.max_seq_len:
+      raise ContextFull(f"the prompt ({positions} positions, image and history included) leaves "
+                        f"no room for an answer in max_seq_len {self.config.llm.max_seq_len}")
+    return self.config.llm.max_seq_len - positions
 
   def _prompt_batch(self, pixels: dict | None, prompts: list[list[int]]):
     """Model inputs for prompts sharing one image (or none), and each prompt's text rows."""
