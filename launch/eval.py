@@ -31,8 +31,19 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0, help="demonstration sampling seed")
   parser.add_argument("--max-new-tokens", type=int, default=None,
                       help="override the benchmark's generation budget")
-  parser.add_argument("--dtype", default=None, help="compute/param dtype, e.g. bfloat16")
+  parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                      help="compute/param dtype (default: the checkpoint's)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_counts(args: argparse.Namespace) -> None:
+  """Counts a run cannot do without, checked before the model loads (minutes, for a real one):
+  `--limit -1` would silently drop the last sample, `--max-new-tokens 0` mean the default."""
+  for flag, value, least in (("--limit", args.limit, 1), ("--batch-size", args.batch_size, 1),
+                             ("--shots", args.shots, 0),
+                             ("--max-new-tokens", args.max_new_tokens, 1)):
+    if value is not None and value < least:
+      raise ValueError(f"{flag} {value}: must be at least {least}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
   from sphinx_jax.checkpoints.params_io import read_config
   from sphinx_jax.eval.benchmarks import BENCHMARKS
   from sphinx_jax.eval.runner import evaluate
+  check_counts(args)
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
   if not args.data.is_dir():
     raise FileNotFoundError(f"{args.data}: no such data directory")

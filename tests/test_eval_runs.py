@@ -1,6 +1,7 @@
 """Every benchmark end to end on the tiny converted SPHINX (`release`), each on a 10-sample fixture
 in its own file layout; resuming after an interruption; the command line."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -151,3 +152,28 @@ def test_a_missing_image_is_an_error_naming_it(model, tmp_path):
     runner.evaluate(model, "gqa", data, tmp_path / "out", max_new_tokens=NEW_TOKENS,
                     progress=False)
   assert generation.padded_length(1) == 128 and generation.padded_length(129) == 256
+
+
+@pytest.mark.parametrize("name,content", [(runner.RUN, b"{not json"), (runner.RUN, b"[]"),
+                                          (runner.RUN, b"\xff\xfe"),
+                                          (runner.PREDICTIONS, b'5\n{"id": "1"}\n')])
+def test_a_damaged_run_file_is_an_error_naming_it(model, tmp_path, name, content):
+  data = formats.write("pope", tmp_path / "data")
+  (tmp_path / "out").mkdir()
+  (tmp_path / "out" / name).write_bytes(content)
+  with pytest.raises(ValueError, match=re.escape(str(tmp_path / "out" / name))):
+    runner.evaluate(model, "pope", data, tmp_path / "out", max_new_tokens=NEW_TOKENS,
+                    progress=False)
+
+
+@pytest.mark.parametrize("flag,value", [("--max-new-tokens", "0"), ("--max-new-tokens", "-2"),
+                                        ("--limit", "-1"), ("--batch-size", "0"),
+                                        ("--shots", "-4")])
+def test_eval_counts_out_of_range_are_one_line(release, tmp_path, capsys, flag, value):
+  data = formats.write("coco_captions", tmp_path / "data")
+  assert main(["eval", "--checkpoint", str(release[2]), "--benchmark", "coco_captions", "--data",
+               str(data), "--out", str(tmp_path / "out"), "--limit", "1", "--no-progress",
+               flag, value]) == 1
+  err = capsys.readouterr().err
+  assert f"{flag} {value}: must be at least" in err and err.count("\n") == 1
+  assert not (tmp_path / "out").exists()

@@ -51,7 +51,9 @@ def evaluate(model, name: str, data: str | os.PathLike, out: str | os.PathLike, 
     raise ValueError(f"{data}: no {name} samples (split {split})")
   if len({s.id for s in samples}) != len(samples):
     raise ValueError(f"{data}: {name} sample ids are not unique")
-  budget = max_new_tokens or bench.max_new_tokens
+  budget = bench.max_new_tokens if max_new_tokens is None else max_new_tokens
+  if budget < 1:
+    raise ValueError(f"max_new_tokens {budget}: must be at least 1")
   out = Path(out)
   if _writer():
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +148,7 @@ def load_predictions(path: Path) -> dict[str, dict]:
           raise ValueError(f"{path}:{number}: unreadable record; remove the line to resume")
         log.warning("%s: dropping a truncated last line (%d bytes)", path, len(line))
         break
-      if "id" not in record:
+      if not isinstance(record, dict) or "id" not in record:
         raise ValueError(f"{path}:{number}: record without an 'id'")
       records[record["id"]] = record
     good = start = end
@@ -161,13 +163,26 @@ def load_predictions(path: Path) -> dict[str, dict]:
 
 def _check_run(path: Path, settings: dict) -> None:
   if path.exists():
-    old = json.loads(path.read_text())
+    old = _read_run(path)
     if old != settings:
       diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
       raise ValueError(f"{path}: this folder holds a run with other settings {diff} "
                        f"(was, now); use another --out or delete it")
   elif _writer():
     write_atomic(path, json.dumps(settings, indent=1))
+
+
+def _read_run(path: Path) -> dict:
+  """The settings a folder's earlier run recorded; a damaged file is an error naming it."""
+  try:
+    old = json.loads(path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: unreadable run settings ({e}); use another --out or delete the "
+                     "folder") from None
+  if not isinstance(old, dict):
+    raise ValueError(f"{path}: expected a JSON object of run settings, got "
+                     f"{type(old).__name__}; use another --out or delete the folder")
+  return old
 
 
 def write_atomic(path: Path, text: str) -> None:
