@@ -189,3 +189,17 @@ def test_a_beta_outside_0_1_needs_extrapolate(pair, tmp_path, capsys, beta):
   xs, ys, mixed = _read(a), _read(b), _read(tmp_path / "m")
   for key, x in xs.items():
     np.testing.assert_array_equal(mixed[key], _expected(x, ys[key], beta), err_msg=key)
+
+
+def test_a_corrupt_parent_is_refused_naming_it_and_nothing_is_written(pair, tmp_path, capsys):
+  import shutil
+  from sphinx_jax.checkpoints import checksums
+  a, b = pair
+  corrupt = shutil.copytree(b, tmp_path / "b")
+  sums = json.loads((corrupt / params_io.CHECKSUMS_FILE).read_text())
+  key = sorted(sums["arrays"])[0]
+  sums["arrays"][key] = "0" * 16  # as if that array's bytes had changed on disk
+  (corrupt / params_io.CHECKSUMS_FILE).write_text(json.dumps(sums))
+  with pytest.raises(checksums.ChecksumError, match=rf"{corrupt}: array '{key}' fails"):
+    mix_lib.mix(a, corrupt, 0.5, tmp_path / "m")
+  assert not (tmp_path / "m").exists()

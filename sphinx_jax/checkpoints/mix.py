@@ -128,7 +128,8 @@ def _groups(shapes: dict) -> Iterator[dict]:
 
 
 def _read(src: Path, group: dict) -> dict:
-  """{key: writable host array} of a group of leaves, through one Orbax partial load.
+  """{key: writable host array} of a group of leaves, through one Orbax partial load, verified
+  against the checkpoint's checksums (a corrupt parent must not pass into the mix).
 
   The abstract leaves are numpy arrays, so Orbax restores straight into host memory (a jax
   abstract would cost a device buffer and a copy per leaf); np.empty commits no pages.
@@ -140,6 +141,7 @@ def _read(src: Path, group: dict) -> dict:
   ctx.pytree.loading.partial_load = True
   with ctx:
     restored = ocp.load_pytree(Path(src).absolute() / params_io.PARAMS_DIR, abstract)
+  params_io.verify(Path(src), restored)
   return {key: functools.reduce(dict.__getitem__, key.split("/"), restored) for key in group}
 
 
