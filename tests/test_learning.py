@@ -45,8 +45,8 @@ def numbered(tmp_path_factory):
       {"from": "human", "value": "<image>\nWhich image?"}, {"from": "gpt", "value": f"image {i}"}]}
       for i in range(12)]
   two = [{"image": [f"{i}.png", f"{(i + 5) % 12}.png"], "conversations": [
-      {"from": "human", "value": f"<image> Which? "}, {"from": "gpt", "value": f"image {i}"},
-      {"from": "human", "value": f"<image> And this? "},
+      {"from": "human", "value": "<image> Which? "}, {"from": "gpt", "value": f"image {i}"},
+      {"from": "human", "value": "<image> And this? "},
       {"from": "gpt", "value": f"image {(i + 5) % 12}"}]} for i in range(12)]
   pair = [{"image": [f"{i}.png", f"{(i + 7) % 12}.png"], "conversations": [
       {"from": "human", "value": "<image>\nWhich two?"},

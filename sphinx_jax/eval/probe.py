@@ -45,7 +45,7 @@ def image_tokens(model, world: Path, split: str, limit: int | None = None,
     stacks = []
     for s in scenes[start:start + batch]:
       with Image.open(Path(world) / split / s["image"]) as image:
-        stacks.append(views([image.convert("RGB")], plan))
+        stacks.append(views([image], plan))  # views scale 16-bit
     images = {k: np.concatenate([v[k] for v in stacks]) for k in stacks[0]}
     with sharding.use_mesh(model.mesh):
       out.append(np.asarray(encode(model.params, images), np.float32))

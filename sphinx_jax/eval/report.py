@@ -21,10 +21,10 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from PIL import Image
 
 from sphinx_jax.data import synthetic, tasks
 from sphinx_jax.data.pipeline import DataConfig
+from sphinx_jax.data.records import read_image_file
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.eval import detection, rec
 from sphinx_jax.eval.loss import mean_loss
@@ -127,8 +127,7 @@ def held_out_losses(world: Path, checkpoints: dict[str, Path], data: DataConfig,
 
 def chat_example(model: Sphinx, image_path: Path, prompt: str, out: Path) -> dict:
   """The greedy answer to `prompt` about the image, with its boxes drawn into `out`."""
-  with Image.open(image_path) as image:
-    image = image.convert("RGB")
+  image = read_image_file(image_path)
   answer = model.chat(image, prompt, temperature=0.0, max_new_tokens=128)
   found = grounding.parse(answer)
   grounding.draw(grounding.upscaled(image), found).save(out)

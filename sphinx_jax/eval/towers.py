@@ -16,7 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -40,7 +39,7 @@ def _views(world: Path, split: str, records: list[dict], plan: str) -> dict[str,
   out = []
   for r in records:
     with Image.open(Path(world) / split / r["image"]) as image:
-      out.append(views([image.convert("RGB")], VIEW_PLANS[plan]))
+      out.append(views([image], VIEW_PLANS[plan]))  # views scale 16-bit
   return {k: np.concatenate([o[k][:, 0] for o in out]) for k in out[0]}
 
 

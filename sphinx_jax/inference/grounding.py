@@ -11,6 +11,8 @@ import re
 
 from PIL import Image, ImageDraw
 
+from sphinx_jax.data.image import to_rgb
+
 _NUMBER = r"\d+\.\d+"
 _GROUP = re.compile(r"(?:<p>(?P<phrase>.*?)</p>\s*)?\[(?P<body>[^\[\]]*)\]")
 _PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -62,7 +64,7 @@ def upscaled(image: Image.Image, min_side: int = 480) -> Image.Image:
 
 def draw(image: Image.Image, groundings: list[Grounding]) -> Image.Image:
   """A copy of `image` with each grounding's boxes / keypoints and phrase drawn on it."""
-  out = image.convert("RGB")
+  out = to_rgb(image)
   pen = ImageDraw.Draw(out)
   radius = max(2, max(out.size) // 100)
   for i, g in enumerate(groundings):
