@@ -20,22 +20,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sphinx_jax import sharding
 from sphinx_jax.checkpoints import checksums, params_io
 from sphinx_jax.train import checkpointing, optimizer, workdir_lock
-from sphinx_jax.train import config as train_config
 from sphinx_jax.train import step as train_step
 from sphinx_jax.train.loop import model_config, train
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "tiny.py"
-
-
-def _experiment(workdir, *overrides):
-  return train_config.load(CONFIG, [f"workdir={workdir}", *overrides])
-
-
-def _losses(workdir) -> dict[int, float]:
-  rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-  return {r["step"]: r["loss"] for r in rows}
-
+from tests.test_train import CONFIG, ROOT, _experiment, _losses
 
 def _data_files(directory: Path) -> list[Path]:
   """The files holding array bytes (OCDBT's `d/` files), largest first."""
