@@ -14,12 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from sphinx_jax.util.errors import UserError
+
 HELP = "chat with a SPHINX checkpoint about an image (one-shot or interactive)"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", type=Path, required=True,
-                      help="a directory written by `launch convert accessory` or by training")
+                      help="a params directory: written by `launch convert` or `launch mix`, or "
+                           "by training (WORKDIR/<stage>/params_stepN; the default's final model "
+                           "is runs/default/final_model)")
   parser.add_argument("--image", type=Path, default=None,
                       help="image file (any PIL format; at most $SPHINX_MAX_IMAGE_PIXELS pixels, "
                            "default 8192 x 8192)")
@@ -32,8 +36,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                            "context leaves after the prompt if less)")
   parser.add_argument("--temperature", type=float, default=0.0,
                       help="0: greedy, as eval (the reference demo samples at 0.1, top-p 0.75)")
-  parser.add_argument("--top-p", type=float, default=1.0)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--top-p", type=float, default=1.0,
+                      help="with --temperature > 0: sample from the smallest set of tokens whose "
+                           "probabilities sum to this (1: all)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="sampling seed (with --temperature > 0): the same seed, the same answer")
   parser.add_argument("--boxes-out", type=Path, default=None,
                       help="save the image with the answer's boxes drawn here (PNG)")
 
@@ -55,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
   from sphinx_jax.data.records import read_image_file
   from sphinx_jax.inference.sphinx_model import ContextFull
   if args.max_new_tokens is not None and args.max_new_tokens < 1:
-    raise ValueError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    raise UserError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
   image = read_image_file(args.image) if args.image else None
   model = Sphinx.from_pretrained(args.checkpoint)

@@ -2,6 +2,8 @@
 import argparse
 from pathlib import Path
 
+from sphinx_jax.util.errors import UserError
+
 HELP = ("convert LLaMA2-Accessory SPHINX, Meta LLaMA-2 or HF Llama checkpoints into a sphinx-jax "
         "params checkpoint")
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                                       tokenizer=args.tokenizer, view_plan=args.view_plan)
   else:
     if args.view_plan is not None:
-      raise ValueError("--view-plan applies to `convert accessory` only")
+      raise UserError("--view-plan applies to `convert accessory` only")
     convert = {"meta": llama.convert_meta, "hf": llama.convert_hf}[args.format]
     dst = convert(args.src, args.dst, dtype=args.dtype, tokenizer=args.tokenizer)
   print(f"wrote {dst}")

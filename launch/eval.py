@@ -10,14 +10,35 @@ import argparse
 import json
 from pathlib import Path
 
+from sphinx_jax.util.errors import UserError
+
 HELP = "evaluate a SPHINX checkpoint on a benchmark (resumable; predictions + summary)"
 
 
-def add_parser(parser: argparse.ArgumentParser) -> None:
+def benchmarks() -> dict:
+  """The published benchmarks and the recipe's synthetic_* ones."""
   from sphinx_jax.eval.benchmarks import BENCHMARKS
+  from sphinx_jax.recipe import synthetic_benchmarks
+  synthetic_benchmarks.register()
+  return BENCHMARKS
+
+
+class _Names:
+  """argparse choices read on first use: `python -m launch --help` imports no benchmark code."""
+
+  def __contains__(self, name) -> bool:
+    return name in benchmarks()
+
+  def __iter__(self):
+    return iter(sorted(benchmarks()))
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", type=Path, required=True,
-                      help="a directory written by `launch convert accessory` or by training")
-  parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+                      help="a params directory: written by `launch convert` or `launch mix`, or "
+                           "by training (WORKDIR/<stage>/params_stepN)")
+  parser.add_argument("--benchmark", required=True, choices=_Names(), metavar="NAME",
+                      help="one of: %(choices)s")
   parser.add_argument("--data", type=Path, required=True, help="the benchmark's files")
   parser.add_argument("--out", type=Path, default=None,
                       help="output folder (default: eval_results/<benchmark>-<split>[-<k>shot])")
@@ -43,19 +64,18 @@ def check_counts(args: argparse.Namespace) -> None:
                              ("--shots", args.shots, 0),
                              ("--max-new-tokens", args.max_new_tokens, 1)):
     if value is not None and value < least:
-      raise ValueError(f"{flag} {value}: must be at least {least}")
+      raise UserError(f"{flag} {value}: must be at least {least}")
 
 
 def run(args: argparse.Namespace) -> int:
   from sphinx_jax import Sphinx
   from sphinx_jax.checkpoints.params_io import read_config
-  from sphinx_jax.eval.benchmarks import BENCHMARKS
   from sphinx_jax.eval.runner import evaluate
   check_counts(args)
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
   if not args.data.is_dir():
     raise FileNotFoundError(f"{args.data}: no such data directory")
-  split = args.split or BENCHMARKS[args.benchmark].split
+  split = args.split or benchmarks()[args.benchmark].split
   out = args.out or Path("eval_results") / "-".join(
       [args.benchmark] + ([split] if split else []) + ([f"{args.shots}shot"] if args.shots else []))
   model = Sphinx.from_pretrained(args.checkpoint, dtype=args.dtype)

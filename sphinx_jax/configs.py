@@ -8,7 +8,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+import jax
+
+from sphinx_jax.util.errors import UserError
+
+# What a scanned block keeps for the backward pass (models.layers.scanned); None: no remat.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 ATTENTION_IMPLS = ("xla", "cudnn")
 
 
@@ -25,14 +35,15 @@ class _Config:
   def from_dict(cls, d: dict[str, Any]):
     unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
-      raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+      raise UserError(f"unknown {cls.__name__} fields: {unknown}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
   def _check_common(self):
     if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
+      raise UserError(f"remat_policy {self.remat_policy!r} is not one of "
+                       f"{tuple(REMAT_POLICIES)}")
     if getattr(self, "attention", "xla") not in ATTENTION_IMPLS:
-      raise ValueError(f"attention {self.attention!r} is not one of {ATTENTION_IMPLS}")
+      raise UserError(f"attention {self.attention!r} is not one of {ATTENTION_IMPLS}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +69,9 @@ class LlamaConfig(_Config):
 
   def __post_init__(self):
     if self.dim % self.n_heads:
-      raise ValueError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
+      raise UserError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
     if self.n_heads % self.kv_heads:
-      raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.kv_heads}")
+      raise UserError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.kv_heads}")
     self._check_common()
 
   @property
@@ -138,11 +149,11 @@ class ViTConfig(_Config):
 
   def __post_init__(self):
     if self.width % self.n_heads:
-      raise ValueError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
+      raise UserError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
     if self.image_size % self.patch_size:
-      raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.patch_size}")
+      raise UserError(f"image_size {self.image_size} is not a multiple of patch {self.patch_size}")
     if self.act not in VIT_ACTS:
-      raise ValueError(f"act {self.act!r} is not one of {VIT_ACTS}")
+      raise UserError(f"act {self.act!r} is not one of {VIT_ACTS}")
     self._check_common()
 
   @property
@@ -177,7 +188,7 @@ class ConvNextConfig(_Config):
 
   def __post_init__(self):
     if len(self.depths) != len(self.dims) or not self.depths:
-      raise ValueError(f"depths {self.depths} and dims {self.dims} must be non-empty, same length")
+      raise UserError(f"depths {self.depths} and dims {self.dims} must be non-empty, same length")
     self._check_common()
 
   @property
@@ -206,9 +217,9 @@ class QFormerConfig(_Config):
 
   def __post_init__(self):
     if self.width % self.n_heads:
-      raise ValueError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
+      raise UserError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
     if self.cross_attention_frequency < 1 or self.depth % self.cross_attention_frequency:
-      raise ValueError(f"depth {self.depth} is not a multiple of cross_attention_frequency "
+      raise UserError(f"depth {self.depth} is not a multiple of cross_attention_frequency "
                        f"{self.cross_attention_frequency}")
     self._check_common()
 
@@ -226,14 +237,14 @@ class Blip2Config(_Config):
 
   def __post_init__(self):
     if self.vision.width != self.qformer.encoder_width:
-      raise ValueError(f"vision width {self.vision.width} != qformer encoder_width "
+      raise UserError(f"vision width {self.vision.width} != qformer encoder_width "
                        f"{self.qformer.encoder_width}")
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "Blip2Config":
     unknown = sorted(set(d) - {"vision", "qformer"})
     if unknown:
-      raise ValueError(f"unknown Blip2Config fields: {unknown}")
+      raise UserError(f"unknown Blip2Config fields: {unknown}")
     return cls(ViTConfig.from_dict(d["vision"]), QFormerConfig.from_dict(d["qformer"]))
 
 
@@ -280,7 +291,7 @@ class TextConfig(_Config):
 
   def __post_init__(self):
     if self.width % self.n_heads:
-      raise ValueError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
+      raise UserError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
     self._check_common()
 
   @property
@@ -301,8 +312,8 @@ class SphinxConfig(_Config):
   Per view the LLM sees [start, Q-Former queries (if blip2), 257 ensemble tokens, end]. Images
   are cut into `n_views` views by the data pipeline's `view_plan` (data.image.VIEW_PLANS); the
   ViTs see `dinov2.image_size` pixels, the ConvNeXt `convnext_size` (its map is repeated up to
-  the ViT patch grid). `max_images` is the number of image slots per sample (padded, masked), so
-  samples with different image counts share one compiled step.
+  the ViT patch grid). How many images a row holds is the data's choice (DataConfig.max_images),
+  not the model's.
   """
 
   llm: LlamaConfig
@@ -313,13 +324,12 @@ class SphinxConfig(_Config):
   view_plan: str = "sphinx"
   n_views: int = 1
   convnext_size: int = 256
-  max_images: int = 1
 
   def __post_init__(self):
     if self.clip is not None and self.clip.n_tokens != self.dinov2.n_tokens:
-      raise ValueError(f"CLIP gives {self.clip.n_tokens} tokens, DINOv2 {self.dinov2.n_tokens}")
+      raise UserError(f"CLIP gives {self.clip.n_tokens} tokens, DINOv2 {self.dinov2.n_tokens}")
     if self.blip2 is not None and self.blip2.vision.image_size != self.dinov2.image_size:
-      raise ValueError("BLIP-2 and DINOv2 must see views of the same size")
+      raise UserError("BLIP-2 and DINOv2 must see views of the same size")
 
   @property
   def tokens_per_view(self) -> int:
@@ -340,11 +350,17 @@ class SphinxConfig(_Config):
     parsers = {"llm": LlamaConfig.from_dict, "convnext": ConvNextConfig.from_dict,
                "dinov2": ViTConfig.from_dict, "clip": ViTConfig.from_dict,
                "blip2": Blip2Config.from_dict}
+    d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
     unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
-      raise ValueError(f"unknown SphinxConfig fields: {unknown}")
+      raise UserError(f"unknown SphinxConfig fields: {unknown}")
     return cls(**{k: parsers[k](v) if k in parsers and v is not None else v
                   for k, v in d.items()})
+
+
+# Fields config.json files written by earlier versions hold and the model no longer has: read
+# and ignored, so converted checkpoints keep loading.
+RETIRED_FIELDS = ("max_images",)
 
 
 def _sphinx(llm: str, plan: str, n_views: int, light: bool = False) -> SphinxConfig:

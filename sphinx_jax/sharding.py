@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from sphinx_jax.util.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical axis name -> mesh axes. Parameters are sharded FSDP-style on their 'embed' dim and
@@ -57,17 +59,17 @@ class MeshConfig:
   def resolve(self, n_devices: int) -> tuple[int, int, int]:
     shape = [self.data, self.fsdp, self.tensor]
     if shape.count(-1) > 1:
-      raise ValueError(f"mesh {tuple(shape)}: at most one axis may be -1")
+      raise UserError(f"mesh {tuple(shape)}: at most one axis may be -1")
     if any(s == 0 or s < -1 for s in shape):
-      raise ValueError(f"mesh {tuple(shape)}: sizes must be positive or -1")
+      raise UserError(f"mesh {tuple(shape)}: sizes must be positive or -1")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
       if n_devices % known:
-        raise ValueError(f"mesh {tuple(shape)} does not fit {n_devices} devices: "
+        raise UserError(f"mesh {tuple(shape)} does not fit {n_devices} devices: "
                          f"{n_devices} is not a multiple of {known}")
       shape[shape.index(-1)] = n_devices // known
     if math.prod(shape) != n_devices:
-      raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
+      raise UserError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
                        f"but {n_devices} are available")
     return tuple(shape)
 
@@ -94,7 +96,7 @@ def check_divisible(abstract: Any, shardings: Any) -> None:
       axes = (axes,) if isinstance(axes, str) else axes
       size = math.prod(sharding.mesh.shape[a] for a in axes)
       if leaf.shape[dim] % size:
-        raise ValueError(f"{jax.tree_util.keystr(path)}: dimension {dim} of shape {leaf.shape} "
+        raise UserError(f"{jax.tree_util.keystr(path)}: dimension {dim} of shape {leaf.shape} "
                          f"is not divisible by mesh axes {axes} of size {size}")
 
 
@@ -125,8 +127,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-  """Shard axis 0 over ('data', 'fsdp'), the rest replicated."""
-  return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+  """A batch array's sharding: its leading axis is the logical 'batch' (LOGICAL_RULES), the rest
+  replicated. Every batch in the project (training, held-out loss, prompts) is placed by this."""
+  return logical_sharding(PartitionSpec("batch", *([None] * (ndim - 1))), mesh)
+
+
+def batch_shardings(batch: Any, mesh: Mesh) -> Any:
+  """`batch_sharding` for every array of a batch tree (numpy arrays or ShapeDtypeStructs)."""
+  return jax.tree.map(lambda x: batch_sharding(mesh, len(x.shape)), batch)
+
+
+def put_batch(batch: Any, mesh: Mesh) -> Any:
+  """A host batch (every process holds all of it) -> global arrays sharded by
+  `batch_shardings`; each process supplies only its addressable shards."""
+  return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
+                      batch, batch_shardings(batch, mesh))
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sphinx_jax import sharding
 from sphinx_jax.checkpoints import checksums, params_io
-from sphinx_jax.train import checkpointing, optimizer, workdir_lock
+from sphinx_jax.train import optimizer, state_checkpoints, workdir_lock
 from sphinx_jax.train import step as train_step
 from sphinx_jax.train.loop import model_config, train
 from tests.test_train import CONFIG, ROOT, _experiment, _losses
@@ -138,7 +138,7 @@ def test_a_corrupt_training_checkpoint_is_refused_and_resume_takes_the_previous(
   tx = optimizer.make(exp.train.optim, exp.train.steps)
   mesh = sharding.make_mesh(exp.train.mesh)
   abstract, _ = train_step.abstract_state(cfg, tx, exp.train.trainable, mesh)
-  ckpts = checkpointing.Checkpoints(run / "checkpoints", 2, 3)
+  ckpts = state_checkpoints.Checkpoints(run / "checkpoints", 2, 3)
   with pytest.raises(Exception, match=r"checkpoints/4|fails its checksum"):
     ckpts.restore(abstract, 4)
   with caplog.at_level(logging.WARNING):
@@ -147,7 +147,7 @@ def test_a_corrupt_training_checkpoint_is_refused_and_resume_takes_the_previous(
   assert int(state.step) == 2
   assert "checkpoint step 4 does not restore" in caplog.text
   assert not (run / "checkpoints" / "4").exists()
-  assert len(list((run / checkpointing.CORRUPT_DIR).iterdir())) == 1
+  assert len(list((run / state_checkpoints.CORRUPT_DIR).iterdir())) == 1
 
 
 def test_resume_refuses_a_changed_config_unless_the_change_is_named(four_steps, tmp_path):

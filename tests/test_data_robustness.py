@@ -25,8 +25,8 @@ from sphinx_jax.data.pairs import Pairs
 from sphinx_jax.data.sample import make_sample
 from sphinx_jax.data.skips import BadRecord, SkipLog, Skipped
 from sphinx_jax.data.tokenizer import Tokenizer
-from sphinx_jax.eval import formats_synthetic
-from sphinx_jax.eval.samples import Inline, load_image
+from sphinx_jax.recipe import synthetic_benchmarks
+from sphinx_jax.eval.samples import Inline, benchmark_image
 from tests import data_fixtures as fx
 
 
@@ -107,7 +107,7 @@ def test_image_errors_name_the_image(tmp_path):
   corrupt = tmp_path / "corrupt.png"
   corrupt.write_bytes(fx.png((1, 2, 3))[:40])
   with pytest.raises(BadRecord) as raised:
-    records.load_image(corrupt, "dialogs.jsonl", "line 1")
+    records.record_image(corrupt, "dialogs.jsonl", "line 1")
   assert str(raised.value) == (f"dialogs.jsonl [line 1]: {corrupt}: unreadable image "
                                "(not an image format PIL knows)")
   with pytest.raises(BadRecord, match=r"LA.json \[LA_IMG_0\]: base64 image: unreadable") as raised:
@@ -118,7 +118,7 @@ def test_image_errors_name_the_image(tmp_path):
   with pytest.raises(FileNotFoundError, match="nothing.png: no such image file"):
     records.read_image_file(tmp_path / "nothing.png")
   with pytest.raises(ValueError, match=r"^bench.tsv \[index 0\]: unreadable image"):
-    load_image(Inline(base64.b64encode(b"not an image").decode(), "bench.tsv [index 0]"))
+    benchmark_image(Inline(base64.b64encode(b"not an image").decode(), "bench.tsv [index 0]"))
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -138,18 +138,18 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, monke
   with pytest.raises(BadRecord, match=r"^f.jsonl \[line 1\]: \S+big.png: 9000x8000 image, "
                                       r"72000000 pixels, over the limit of 67108864 "
                                       r"\(\$SPHINX_MAX_IMAGE_PIXELS\)$"):
-    records.load_image(big, "f.jsonl", "line 1")
+    records.record_image(big, "f.jsonl", "line 1")
 
   small = tmp_path / "small.png"
   small.write_bytes(fx.png((1, 2, 3)))  # 8x6
   monkeypatch.setenv(records.PIXEL_LIMIT_VAR, "48")
   assert records.read_image_file(small).size == (8, 6)
   monkeypatch.setenv(records.PIXEL_LIMIT_VAR, "47")
-  for read in (records.read_image_file, load_image):
+  for read in (records.read_image_file, benchmark_image):
     with pytest.raises(ValueError, match=f"^{small}: 8x6 image, 48 pixels, over the limit of 47"):
       read(small)
   with pytest.raises(ValueError, match=r"^bench.tsv \[index 0\]: 8x6 image"):
-    load_image(Inline(base64.b64encode(fx.png((1, 2, 3))).decode(), "bench.tsv [index 0]"))
+    benchmark_image(Inline(base64.b64encode(fx.png((1, 2, 3))).decode(), "bench.tsv [index 0]"))
   monkeypatch.setenv(records.PIXEL_LIMIT_VAR, "lots")
   with pytest.raises(ValueError, match="SPHINX_MAX_IMAGE_PIXELS='lots': expected a positive"):
     records.pixel_limit()
@@ -197,7 +197,7 @@ def test_image_paths_stay_inside_their_root(tmp_path):
   fx.write_jsonl(split / "vqa.jsonl", [{"image": "../../outside.png", "question": "What?",
                                         "answer": "A dot."}])
   with pytest.raises(ValueError, match=r"vqa.jsonl:1: image path '../../outside.png' is outside"):
-    formats_synthetic.read_vqa(tmp_path / "world", "eval")
+    synthetic_benchmarks.read_vqa(tmp_path / "world", "eval")
 
 
 def test_a_corpus_with_one_good_record_streams(tmp_path, tok):

@@ -122,7 +122,7 @@ def test_launch_data_shows_samples_and_skips(bad, tmp_path, capsys):
   assert out.count("--- sample") == 3 and "<s><image>" in out and "⟦" in out
   assert "skipped records: 4" in out and "LA_IMG_1" in out
 
-  assert main(["data", "--config", "configs/data_example.py", "--show", "2"]) == 0
+  assert main(["data", "--config", "data_example", "--show", "2"]) == 0
   out = capsys.readouterr().out
   assert out.count("--- sample") == 2 and "skipped records: none" in out
   np.testing.assert_equal(main(["data", "--config", str(tmp_path / "none.py")]), 1)

@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from launch.__main__ import main
-from sphinx_jax import recipe
+from sphinx_jax.recipe import chain as recipe
 from sphinx_jax.checkpoints import mix as mix_lib
 from sphinx_jax.checkpoints import params_io
-from sphinx_jax.train import config as train_config
+from launch import config_files
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.py"
+CONFIG = "default"  # launch/configs/default.py, by its shipped name
 
 
 def _run(workdir: Path, *overrides: str) -> str:
@@ -119,22 +119,22 @@ def test_a_rerun_reuses_every_step_and_a_changed_stage_is_rebuilt(run, tmp_path)
 
 
 def test_stages_chain_and_a_foreign_world_is_refused(tmp_path):
-  config = train_config.load(f"{CONFIG}:fast,workdir={tmp_path}")
+  config = config_files.load(f"{CONFIG}:fast,workdir={tmp_path}")
   stages = recipe.stages(config)
   assert stages["stage1_real"].train.init_from == str(tmp_path / "stage0" / "params")
   assert stages["stage1_synthetic"].train.init_from == str(
       tmp_path / "stage1_real" / "params_step3")
   assert stages["stage2"].train.init_from == str(tmp_path / "mixed")
-  moved = train_config.override(config, ["world", "root"], str(tmp_path / "elsewhere"))
+  moved = config_files.override(config, ["world", "root"], str(tmp_path / "elsewhere"))
   with pytest.raises(ValueError, match="not the world at"):
     recipe.run(moved)
   assert not (tmp_path / "elsewhere").exists()
 
 
 def test_fast_and_full_variants_have_their_own_workdirs_and_keys():
-  fast, full = (train_config.load(f"{CONFIG}{arg}") for arg in (":fast", ""))
+  fast, full = (config_files.load(f"{CONFIG}{arg}") for arg in (":fast", ""))
   assert (fast.workdir, full.workdir) == ("runs/default_fast", "runs/default")
-  moved = train_config.load(f"{CONFIG}:fast,workdir=runs/default")
+  moved = config_files.load(f"{CONFIG}:fast,workdir=runs/default")
   full_keys, fast_keys = recipe.keys(full), recipe.keys(moved)
   assert all(full_keys[k] != fast_keys[k] for k in recipe.STEPS)  # nothing reused across sizes
 
@@ -143,10 +143,10 @@ def test_held_out_loss_does_not_depend_on_batching(run):
   """Padding rows of the last batch count nothing: 3-row and 8-row batches give the same loss."""
   from sphinx_jax.data import synthetic
   from sphinx_jax.data.tokenizer import Tokenizer
-  from sphinx_jax.eval.loss import mean_loss
+  from sphinx_jax.recipe.heldout_loss import mean_loss
   from sphinx_jax.inference.sphinx_model import Sphinx
   workdir, _ = run
-  exp = recipe.stages(train_config.load(f"{CONFIG}:fast,workdir={workdir}"))["stage1_real"]
+  exp = recipe.stages(config_files.load(f"{CONFIG}:fast,workdir={workdir}"))["stage1_real"]
   model = Sphinx.from_pretrained(workdir / "mixed")
   source = synthetic.sources(workdir / "world", "eval")["captions_synthetic"]
   tokenizer = Tokenizer(exp.data.tokenizer)
@@ -154,3 +154,43 @@ def test_held_out_loss_does_not_depend_on_batching(run):
                   for b in (3, 8))
   assert small["tokens"] == large["tokens"] > 0 and small["skipped"] == 0
   assert abs(small["loss"] - large["loss"]) < 1e-5
+
+
+def _scalar_tags(tensorboard: Path) -> set[str]:
+  """The scalar tags of a TensorBoard log (its TFRecord files read with tensorboardX's protos)."""
+  from tensorboardX.proto.event_pb2 import Event
+  tags = set()
+  for path in tensorboard.glob("events.out.tfevents.*"):
+    data, at = path.read_bytes(), 0
+    while at < len(data):
+      length = int.from_bytes(data[at:at + 8], "little")
+      event = Event.FromString(data[at + 12:at + 12 + length])
+      tags |= {v.tag for v in event.summary.value}
+      at += 12 + length + 4
+  return tags
+
+
+def test_stage1_metrics_hold_each_sources_loss(run):
+  """Stage 1 real mixes captions (image rows) and the text corpus (text-only rows): the loss per
+  source is logged, and equals the loss over the rows with and without images."""
+  workdir, _ = run
+  metrics = [json.loads(line) for line in
+             (workdir / "stage1_real" / "metrics.jsonl").read_text().splitlines()]
+  for m in metrics:
+    assert math.isclose(m["loss/captions_real"], m["loss_image_text"], rel_tol=1e-5)
+    assert math.isclose(m["loss/corpus"], m["loss_text_only"], rel_tol=1e-5)
+  tags = _scalar_tags(workdir / "stage1_real" / "tensorboard")
+  assert {"train/loss/captions_real", "train/loss/corpus"} <= tags
+  stage2 = json.loads((workdir / "stage2" / "metrics.jsonl").read_text().splitlines()[-1])
+  assert {k for k in stage2 if k.startswith("loss/")} == {
+      f"loss/{name}" for name in ("vqa_dialogs", "rec_dialogs", "ocr", "detection", "grounded",
+                                  "difference", "in_context", "video")}
+
+
+def test_data_command_shows_each_training_stage_of_a_recipe(tmp_path, capsys):
+  assert main(["data", "--config", f"{CONFIG}:fast,workdir={tmp_path}", "--show", "1",
+               "--config.stage2.data.seq_len=400"]) == 0
+  out = capsys.readouterr().out
+  assert [line for line in out.splitlines() if line.startswith("===")] == [
+      "=== stage1_real", "=== stage1_synthetic", "=== stage2"]
+  assert out.count("--- sample 0:") == 3 and (tmp_path / "world" / "tokenizer.model").is_file()

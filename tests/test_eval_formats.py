@@ -4,7 +4,7 @@ import json
 import pytest
 
 from sphinx_jax.eval.benchmarks import BENCHMARKS
-from sphinx_jax.eval.samples import Inline, load_image
+from sphinx_jax.eval.samples import Inline, benchmark_image
 from tests.fixtures.eval import formats
 
 SHORT = "\nAnswer the question using a single word or phrase."
@@ -50,7 +50,7 @@ def test_multiple_choice_prompts(tmp_path):
   assert mmb[5].question == "A sunny day.\nWhich color?\nA. green\nB. blue\nC. white\nD. red" + \
       LETTER
   assert [s.reference for s in mmb[4:]] == ["C", "B", "A", "D", "B", "A"]
-  assert isinstance(mmb[0].images[0], Inline) and load_image(mmb[0].images[0]).size == (24, 16)
+  assert isinstance(mmb[0].images[0], Inline) and benchmark_image(mmb[0].images[0]).size == (24, 16)
 
 
 def test_mmbench_file_with_its_own_circular_copies(tmp_path):

@@ -253,7 +253,7 @@ def test_detection_f1_by_hand():
 
 
 def test_probe_answers_from_presence_scores():
-  from sphinx_jax.eval.probe import answer
+  from sphinx_jax.recipe.probe import answer
   z = -np.ones((4, 3))  # colours red green blue yellow x shapes circle square triangle
   z[0, 0] = z[2, 1] = z[2, 0] = 2.0  # a red circle, a blue square, a blue circle
   z[2, 0] = 1.0
@@ -267,7 +267,7 @@ def test_probe_answers_from_presence_scores():
 
 
 def test_image_swap_changes_are_counted_by_question():
-  from sphinx_jax.eval.report import changed
+  from sphinx_jax.recipe.report import changed
   asked = [{"id": "0", "prediction": "red"}, {"id": "1", "prediction": "two"},
            {"id": "2", "prediction": "yes"}]
   swapped = [{"id": "0", "prediction": "blue"}, {"id": "1", "prediction": "two"}]

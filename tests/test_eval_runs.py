@@ -10,10 +10,14 @@ from launch.__main__ import main
 from sphinx_jax.inference.sphinx_model import stop_ids
 from sphinx_jax import Sphinx
 from sphinx_jax.data.templates import SYSTEM
-from sphinx_jax.eval import generation, prompts, runner
+from sphinx_jax.eval import prompts, runner
 from sphinx_jax.eval.benchmarks import BENCHMARKS
-from sphinx_jax.eval.samples import load_image
+from sphinx_jax.eval.samples import benchmark_image
+from sphinx_jax.models.batch import bucketed
+from sphinx_jax.recipe import synthetic_benchmarks
 from tests.fixtures.eval import formats
+
+synthetic_benchmarks.register()
 
 NEW_TOKENS = 3  # one generation budget for all runs: fewer programs to compile
 
@@ -92,11 +96,11 @@ def test_batched_rows_match_single_prompt_generation(model, tmp_path):
   samples = BENCHMARKS["vqav2"].read(formats.write("vqav2", tmp_path), "val2014")
   picked = [samples[0], samples[5], samples[9]]
   stops = (stop_ids(model.tokenizer),)
-  rows = generation.generate_batch(model, runner._prepare(model, picked), rows=8, length=256,
+  rows = runner.generate_batch(model, runner._prepare(model, picked), rows=8, length=256,
                                    n_images=1, max_new_tokens=NEW_TOKENS, stops=stops,
                                    eos_id=model.tokenizer.eos_id)
   for sample, row in zip(picked, rows):
-    pixels = model.preprocess(load_image(sample.images[0]))
+    pixels = model.preprocess(benchmark_image(sample.images[0]))
     ids = model.tokenizer.encode(prompts.text(sample), bos=True)
     assert row == model.generate_ids(pixels, ids, NEW_TOKENS, stop_sequences=stops)
 
@@ -111,11 +115,11 @@ def test_in_context_prompts_place_each_image_at_its_turn(model, tmp_path):
   assert all("train2014" in str(p) for p in sample.images[:4])
   assert [a for _, a in sample.history] == [
       f"A red cat sits on mat {int(p.stem[-2:]) % 3}." for p in sample.images[:4]]
-  stretches = prompts.chunks(model.tokenizer, sample)
-  _, mask = prompts.layout(stretches, model.config.image_tokens)
+  tokens, mask = prompts.tokens(model.tokenizer, sample, model.config.image_tokens)
   k = model.config.image_tokens
   starts = np.flatnonzero(mask[1:] & ~mask[:-1]) + 1
   assert mask.sum() == 5 * k and len(starts) == 5
+  stretches = [tokens[a:b].tolist() for a, b in zip([0, *(starts + k)], [*starts, len(tokens)])]
   tok = model.tokenizer  # text between images is tokenised per stretch, as in training
   assert stretches[0] == tok.encode(f"{SYSTEM}\n\n### Human:", bos=True)
   for (_, caption), stretch in zip(sample.history, stretches[1:]):
@@ -151,7 +155,7 @@ def test_a_missing_image_is_an_error_naming_it(model, tmp_path):
   with pytest.raises(FileNotFoundError, match="n3.jpg: no such image file"):
     runner.evaluate(model, "gqa", data, tmp_path / "out", max_new_tokens=NEW_TOKENS,
                     progress=False)
-  assert generation.padded_length(1) == 128 and generation.padded_length(129) == 256
+  assert bucketed(1) == 128 and bucketed(129) == 256
 
 
 @pytest.mark.parametrize("name,content", [(runner.RUN, b"{not json"), (runner.RUN, b"[]"),

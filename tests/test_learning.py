@@ -25,6 +25,7 @@ from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.eval.runner import evaluate
 from sphinx_jax.inference.sphinx_model import Sphinx
 from sphinx_jax.models import sphinx as sphinx_model
+from sphinx_jax.recipe import synthetic_benchmarks
 from sphinx_jax.sharding import MeshConfig
 from sphinx_jax.train.config import Experiment, OptimConfig, TrainConfig
 from sphinx_jax.train import towers
@@ -73,7 +74,7 @@ def test_each_row_carries_its_own_images_in_order(numbered):
       valid, mask = batch["valid"][b], batch["image_mask"][b]
       text = tok.decode(batch["tokens"][b][valid & ~mask].tolist())
       named = [int(n) for n in re.findall(r"image (\d+)", text)]
-      n_images = int(batch["image_valid"][b].sum())
+      n_images = int(mask.sum()) // k
       seen = [_index(batch["images"]["vit"][b, j]) for j in range(n_images)]
       assert seen == named, (text, seen)
       blocks = _runs(mask)
@@ -94,13 +95,13 @@ def _index(views: np.ndarray) -> int:
 
 def test_the_model_splices_each_rows_images_at_its_slots(numbered):
   batch = next(iter(pipeline.batches(numbered, SkipLog())))
-  cfg = MODEL.replace(max_images=2)
+  cfg = MODEL
   params = nn.unbox(sphinx_model.init_params(cfg, jax.random.key(0), n_images=2))
-  module = sphinx_model.Sphinx(cfg)
+  module = sphinx_model.SphinxNet(cfg)
   embeds = module.apply(params, batch["tokens"], batch["image_mask"], batch["images"],
                         method=module.embed)
   for b in range(len(embeds)):
-    n = int(batch["image_valid"][b].sum())
+    n = int(batch["image_mask"][b].sum()) // numbered.tokens_per_image
     own = module.apply(params, jax.tree.map(lambda x: x[b, :n], batch["images"]),
                        method=module.encode_images).reshape(-1, cfg.llm.dim)
     np.testing.assert_allclose(embeds[b][batch["image_mask"][b]], own, atol=1e-5)
@@ -143,6 +144,7 @@ def test_whole_image_colour_is_learned_with_random_towers(one_colour_world, tmp_
                           batch_size=16, threads=1))
   train(exp)
   model = Sphinx.from_pretrained(tmp_path / "run" / "params_step150")
+  synthetic_benchmarks.register()
   summary = evaluate(model, "synthetic_vqa", root, tmp_path / "eval", batch_size=64,
                      progress=False)
   assert summary["per_answer_type"]["colour"] >= 95.0, summary

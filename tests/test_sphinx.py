@@ -13,6 +13,7 @@ from sphinx_jax import Sphinx, sharding
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import SPHINX_PRESETS, sphinx_preset
 from sphinx_jax.data.image import VIEW_PLANS
+from sphinx_jax.data.sample import image_after_bos
 from sphinx_jax.models import sphinx as sphinx_model
 
 
@@ -72,14 +73,14 @@ def test_every_variant_image_token_count(name, tokens):
   images = {k: jax.ShapeDtypeStruct((1, cfg.n_views, s, s, 3), jnp.float32)
             for k, s in cfg.view_sizes.items()}
   params = jax.eval_shape(lambda: nn.unbox(sphinx_model.init_params(cfg, jax.random.key(0))))
-  out = jax.eval_shape(lambda p, x: sphinx_model.Sphinx(cfg).apply(
-      p, x, method=sphinx_model.Sphinx.encode_images), params, images)
+  out = jax.eval_shape(lambda p, x: sphinx_model.SphinxNet(cfg).apply(
+      p, x, method=sphinx_model.SphinxNet.encode_images), params, images)
   assert out.shape == (1, tokens, cfg.llm.dim)
 
 
 def test_sphinx_1k_layout_puts_the_image_after_bos():
   k = SPHINX_PRESETS["sphinx_1k"].image_tokens
-  tokens, image_mask = sphinx_model.prompt_layout([1, 40, 41, 42], k)
+  tokens, image_mask = image_after_bos([1, 40, 41, 42], k)
   assert k == 1455 and tokens.shape == (1 + 1455 + 3,)
   assert not image_mask[0] and image_mask[1:1 + 1455].all() and not image_mask[1456:].any()
   assert list(tokens[[0, 1456, 1457, 1458]]) == [1, 40, 41, 42]
@@ -95,7 +96,7 @@ def test_two_images_land_at_their_placeholders(model):
   image_mask[0, first:first + k] = image_mask[0, second:second + k] = True
   views = [model.preprocess(_image(s)) for s in (4, 5)]
   images = {name: np.stack([v[name] for v in views])[None] for name in views[0]}
-  module = sphinx_model.Sphinx(cfg)
+  module = sphinx_model.SphinxNet(cfg)
   embeds = module.apply(model.params, tokens, image_mask, images, method=module.embed)[0]
   encoded = module.apply(model.params, jax.tree.map(lambda x: x[0], images),
                          method=module.encode_images)

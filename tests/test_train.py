@@ -15,17 +15,18 @@ import pytest
 
 from sphinx_jax import sharding
 from sphinx_jax.configs import sphinx_preset
+from launch import config_files
 from sphinx_jax.train import config as train_config
 from sphinx_jax.train import optimizer
 from sphinx_jax.train import step as train_step
 from sphinx_jax.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "tiny.py"
+CONFIG = ROOT / "launch" / "configs" / "tiny.py"
 
 
 def _experiment(workdir, *overrides):
-  return train_config.load(CONFIG, [f"workdir={workdir}", *overrides])
+  return config_files.load(CONFIG, [f"workdir={workdir}", *overrides])
 
 
 def _losses(workdir) -> dict[int, float]:
@@ -97,11 +98,11 @@ def test_frozen_towers_are_bit_identical_and_hold_no_optimizer_state():
   image_mask = np.zeros((8, t), bool)
   image_mask[:, 1:1 + k] = True
   batch = {"tokens": tokens, "image_mask": image_mask, "loss_mask": ~image_mask,
-           "valid": np.ones((8, t), bool),
+           "valid": np.ones((8, t), bool), "source_id": np.zeros(8, np.int32),
            "images": {name: rng.standard_normal((8, 1, 1, s, s, 3)).astype(np.float32)
                       for name, s in cfg.view_sizes.items()}}
   step = train_step.jit_train_step(train_step.make_train_step(cfg, tx, trainable), shardings,
-                                   train_step.batch_shardings(batch, mesh), mesh)
+                                   sharding.batch_shardings(batch, mesh), mesh)
   with sharding.use_mesh(mesh):
     for _ in range(3):
       state, _ = step(state, batch)
@@ -129,10 +130,11 @@ def test_abstract_compile_of_the_13b_sphinx_1k_step(fsdp):
            "image_mask": jax.ShapeDtypeStruct((rows, length), bool),
            "loss_mask": jax.ShapeDtypeStruct((rows, length), bool),
            "valid": jax.ShapeDtypeStruct((rows, length), bool),
+           "source_id": jax.ShapeDtypeStruct((rows,), np.int32),
            "images": {k: jax.ShapeDtypeStruct((rows, 1, 5, s, s, 3), np.float32)
                       for k, s in cfg.view_sizes.items()}}
   step = train_step.jit_train_step(train_step.make_train_step(cfg, tx, trainable), shardings,
-                                   train_step.batch_shardings(batch, mesh), mesh)
+                                   sharding.batch_shardings(batch, mesh), mesh)
   start = time.perf_counter()
   with sharding.use_mesh(mesh):
     compiled = step.lower(abstract, batch).compile()
@@ -149,14 +151,14 @@ def test_abstract_compile_of_the_13b_sphinx_1k_step(fsdp):
 
 @pytest.mark.parametrize("name", ["stage1_real", "stage1_synthetic", "stage2", "finetune", "tiny"])
 def test_experiment_configs_load_and_override(name):
-  exp = train_config.load(ROOT / "configs" / f"{name}.py", ["train.steps=7", "workdir=/tmp/x"])
+  exp = config_files.load(name, ["train.steps=7", "workdir=/tmp/x"])
   assert exp.train.steps == 7 and exp.workdir == "/tmp/x"
   model = sphinx_preset(exp.train.model) if exp.train.init_from is None else None
   if model is not None:
     assert (model.view_plan, model.image_tokens) == (exp.data.view_plan,
                                                      exp.data.tokens_per_image)
   with pytest.raises(ValueError, match="no config field 'stepz'"):
-    train_config.load(ROOT / "configs" / f"{name}.py", ["train.stepz=7"])
+    config_files.load(name, ["train.stepz=7"])
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch,

@@ -173,7 +173,7 @@ def convert_accessory(src: Path, dst: Path, dtype: str | None = None,
     towers += [clip_parts, blip2_parts]
   cfg = SphinxConfig(llm=llm, convnext=convnext, dinov2=dinov2, clip=clip, blip2=blip2,
                      view_plan=plan_name, n_views=plan.num_views,
-                     convnext_size=plan.convnext.input_side, max_images=preset.max_images)
+                     convnext_size=plan.convnext.input_side)
 
   def parts():
     yield from _mixer_parts(get, cfg, dtype)

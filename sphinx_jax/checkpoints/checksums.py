@@ -21,11 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from sphinx_jax.util.errors import UserError
+
 ALGORITHM = "sphinx-jax-mixsum64-v1"
 _K1, _K2, _K3 = np.uint32(0x9E3779B1), np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError):
   """An array's checksum differs from the one recorded when it was written."""
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -22,6 +20,8 @@ from orbax.checkpoint import v1 as ocp
 
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.checkpoints.params_io import CheckpointError
+from sphinx_jax.util.errors import UserError
+from sphinx_jax.util.files import building
 
 GROUP_BYTES = 64 << 20
 
@@ -41,7 +41,7 @@ def mix(a: str | os.PathLike, b: str | os.PathLike, betas: float | Sequence[floa
     check_beta(beta, extrapolate)
   names = [f"beta_{x:g}" for x in betas]
   if len(set(names)) != len(names):
-    raise ValueError(f"betas {betas}: repeated")
+    raise UserError(f"betas {betas}: repeated")
   if out.exists():
     raise CheckpointError(f"{out}: already exists; refusing to overwrite")
   config, shapes = check_compatible(a, b)
@@ -50,23 +50,17 @@ def mix(a: str | os.PathLike, b: str | os.PathLike, betas: float | Sequence[floa
   tokenizer = params_io.tokenizer_path(a)
   if not sweep:
     return params_io.write(out, _mixed_parts(a, b, shapes, betas[0], only), config, tokenizer)
-  tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
-  try:
-    tmp.mkdir(parents=True)
+  with building(out) as tmp:
     for beta, name in zip(betas, names):
       params_io.write(tmp / name, _mixed_parts(a, b, shapes, beta, only), config, tokenizer)
-    tmp.rename(out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return out
 
 
 def check_beta(beta: float, extrapolate: bool) -> None:
   if not math.isfinite(beta):
-    raise ValueError(f"beta {beta}: not a finite number")
+    raise UserError(f"beta {beta}: not a finite number")
   if not (extrapolate or 0.0 <= beta <= 1.0):
-    raise ValueError(f"beta {beta:g} is outside [0, 1], which extrapolates beyond a or b; "
+    raise UserError(f"beta {beta:g} is outside [0, 1], which extrapolates beyond a or b; "
                      "pass --extrapolate (extrapolate=True) if that is meant")
 
 

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -24,6 +23,8 @@ from orbax.checkpoint import v1 as ocp
 from orbax.checkpoint.experimental.v1 import partial as ocp_partial
 
 from sphinx_jax.checkpoints import checksums
+from sphinx_jax.util.errors import UserError
+from sphinx_jax.util.files import building
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ CHECKSUMS_FILE = "checksums.json"
 STACK_KEY = "layers"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A checkpoint directory is missing, incomplete or does not match the model."""
 
 
@@ -45,24 +46,24 @@ def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
   dst = Path(os.path.abspath(dst))  # Orbax wants absolute paths
   if dst.exists():
     raise CheckpointError(f"{dst}: already exists; refusing to overwrite")
-  dst.parent.mkdir(parents=True, exist_ok=True)
-  tmp = dst.parent / f".{dst.name}.partial-{uuid.uuid4().hex[:8]}"
-  try:
-    tmp.mkdir()
-    sums: dict[str, str] = {}
-    for part in parts:
-      sums.update(checksums.of_tree(part))
-      ocp_partial.save(tmp / PARAMS_DIR, part)
-    ocp_partial.finalize(tmp / PARAMS_DIR)
-    checksums.write(tmp / CHECKSUMS_FILE, sums)
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    if tokenizer is not None:
-      shutil.copyfile(tokenizer, tmp / TOKENIZER_FILE)
-    tmp.rename(dst)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+  with building(dst) as tmp:
+    write_into(tmp, parts, config, tokenizer)
   return dst
+
+
+def write_into(directory: Path, parts: Iterable[dict], config: dict,
+               tokenizer: str | os.PathLike | None = None) -> None:
+  """The checkpoint's files in an existing (empty, absolute) `directory`: for writers that add
+  files of their own before the directory is renamed into place."""
+  sums: dict[str, str] = {}
+  for part in parts:
+    sums.update(checksums.of_tree(part))
+    ocp_partial.save(directory / PARAMS_DIR, part)
+  ocp_partial.finalize(directory / PARAMS_DIR)
+  checksums.write(directory / CHECKSUMS_FILE, sums)
+  (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+  if tokenizer is not None:
+    shutil.copyfile(tokenizer, directory / TOKENIZER_FILE)
 
 
 def disk_parts(params: dict) -> Iterator[dict]:
@@ -89,7 +90,7 @@ def _merge(into: dict, part: dict) -> None:
     if isinstance(value, dict):
       _merge(into.setdefault(key, {}), value)
     elif key in into:
-      raise ValueError(f"parameter {key!r} given twice")
+      raise UserError(f"parameter {key!r} given twice")
     else:
       into[key] = value
 

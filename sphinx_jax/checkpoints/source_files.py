@@ -12,15 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.checkpoints.torch_io import ConversionError
+from sphinx_jax.util.files import building
 
 SOURCE_FILE = "source.json"
 _CHUNK = 8 << 20
@@ -48,18 +47,13 @@ def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
   if dst.exists():
     raise params_io.CheckpointError(f"{dst}: already exists; refusing to overwrite")
   files = [*files, *([tokenizer] if tokenizer is not None else [])]
-  staging = dst.parent / f".{dst.name}.staging-{uuid.uuid4().hex[:8]}"
   stop = threading.Event()
-  try:
-    with ThreadPoolExecutor(1, thread_name_prefix="hash-sources") as pool:
-      hashed = pool.submit(lambda: [_file_record(f, src, stop) for f in files])
-      try:
-        written = params_io.write(staging / dst.name, parts, config, tokenizer)
-        source = {"format": fmt, "src": str(src.absolute()), "files": hashed.result()}
-      finally:
-        stop.set()  # on failure: no minutes of hashing after the error
-    (written / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
-    written.rename(dst)
-  finally:
-    shutil.rmtree(staging, ignore_errors=True)
+  with building(dst) as tmp, ThreadPoolExecutor(1, thread_name_prefix="hash-sources") as pool:
+    hashed = pool.submit(lambda: [_file_record(f, src, stop) for f in files])
+    try:
+      params_io.write_into(tmp, parts, config, tokenizer)
+      source = {"format": fmt, "src": str(src.absolute()), "files": hashed.result()}
+    finally:
+      stop.set()  # on failure: no minutes of hashing after the error
+    (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
   return dst

@@ -13,11 +13,13 @@ from typing import Callable, Sequence
 import ml_dtypes
 import numpy as np
 
+from sphinx_jax.util.errors import UserError
+
 
 log = logging.getLogger(__name__)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """A source checkpoint is unreadable or disagrees with its config; names the file and key."""
 
 

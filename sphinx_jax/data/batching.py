@@ -1,16 +1,16 @@
-"""Samples -> one batch of static shapes (docs/architecture.md, "The batch contract").
+"""Samples -> one training batch of static shapes (models.batch.pack; docs/architecture.md, "The
+batch contract").
 
 Rows are right-padded to T = seq_len and images to N = max_images, so samples with different
 image counts (text only, a 2-image pair, a 16-frame video, 4 in-context images) share a batch;
-`valid` and `image_valid` say what is real.
+`valid` says which slots are real; a row's images are its first image_mask.sum() / K.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from sphinx_jax.data.sample import Layout, Sample
+from sphinx_jax.models.batch import pack
 
 
 def view_shapes(layout: Layout) -> dict[str, tuple[int, ...]]:
@@ -21,19 +21,5 @@ def view_shapes(layout: Layout) -> dict[str, tuple[int, ...]]:
 
 
 def collate(samples: Sequence[Sample], layout: Layout) -> dict:
-  b, t, n = len(samples), layout.seq_len, layout.max_images
-  batch = {"tokens": np.zeros((b, t), np.int32), "image_mask": np.zeros((b, t), bool),
-           "loss_mask": np.zeros((b, t), bool), "valid": np.zeros((b, t), bool),
-           "images": {k: np.zeros((b, n) + s, np.float32) for k, s in view_shapes(layout).items()},
-           "image_valid": np.zeros((b, n), bool), "source_id": np.zeros((b,), np.int32)}
-  for row, s in enumerate(samples):
-    length = len(s.tokens)
-    batch["tokens"][row, :length] = s.tokens
-    batch["image_mask"][row, :length] = s.image_mask
-    batch["loss_mask"][row, :length] = s.loss_mask
-    batch["valid"][row, :length] = True
-    for name, stack in s.images.items():
-      batch["images"][name][row, :len(stack)] = stack
-      batch["image_valid"][row, :len(stack)] = True
-    batch["source_id"][row] = s.source_id
-  return batch
+  return pack(samples, length=layout.seq_len, n_images=layout.max_images,
+              view_shapes=view_shapes(layout), targets=True)

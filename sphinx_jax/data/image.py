@@ -23,6 +23,7 @@ from PIL import Image
 
 from sphinx_jax.models.vision.normalize import CLIP_MEAN, CLIP_STD
 from sphinx_jax.models.vision.resize import bicubic_resize, nearest_resize
+from sphinx_jax.util.errors import UserError
 
 PAD_COLOR = tuple(int(255 * m) for m in CLIP_MEAN)  # (122, 116, 104): the reference truncates
 
@@ -112,9 +113,9 @@ class ViewPlan:
   def __post_init__(self):
     for name, tower in (("vit", self.vit), ("convnext", self.convnext)):
       if tower.tiled_from and tower.tiled_from % tower.side:
-        raise ValueError(f"{name}: tiles of {tower.side} do not divide {tower.tiled_from}")
+        raise UserError(f"{name}: tiles of {tower.side} do not divide {tower.tiled_from}")
     if self.vit.num_views != self.convnext.num_views:
-      raise ValueError(f"vit has {self.vit.num_views} views, convnext {self.convnext.num_views}")
+      raise UserError(f"vit has {self.vit.num_views} views, convnext {self.convnext.num_views}")
 
   @property
   def num_views(self) -> int:
@@ -162,7 +163,7 @@ def make_views(image: jax.Array, plan: ViewPlan) -> dict[str, jax.Array]:
   Views keep the input dtype: pass bfloat16 pixels to reproduce the reference run in bfloat16.
   """
   if image.shape[-3:] != (plan.image_size, plan.image_size, 3):
-    raise ValueError(f"expected [..., {plan.image_size}, {plan.image_size}, 3] pixels, "
+    raise UserError(f"expected [..., {plan.image_size}, {plan.image_size}, 3] pixels, "
                      f"got shape {tuple(image.shape)}")
   return {name: _tower_views(jnp.asarray(image), plan.image_size, getattr(plan, name))
           for name in ("vit", "convnext")}

@@ -30,6 +30,7 @@ from sphinx_jax.data import example as ex
 from sphinx_jax.data.records import base64_image
 from sphinx_jax.data.skips import BadRecord
 from sphinx_jax.data.sources import Opened, text
+from sphinx_jax.util.errors import UserError
 
 KINDS = ("image", "video", "in_context", "text")
 
@@ -46,9 +47,9 @@ def _read_json(path) -> dict:
   except FileNotFoundError:
     raise FileNotFoundError(f"{path}: not found") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from None
+    raise UserError(f"{path}: not valid JSON ({e})") from None
   if not isinstance(value, dict):
-    raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    raise UserError(f"{path}: expected a JSON object, got {type(value).__name__}")
   return value
 
 
@@ -98,9 +99,9 @@ class MimicIt:
 
   def __post_init__(self):
     if self.kind not in KINDS:
-      raise ValueError(f"unknown MIMIC-IT kind {self.kind!r}; known: {', '.join(KINDS)}")
+      raise UserError(f"unknown MIMIC-IT kind {self.kind!r}; known: {', '.join(KINDS)}")
     if self.kind != "text" and not self.images:
-      raise ValueError(f"{self.instructions}: kind {self.kind!r} needs an image file")
+      raise UserError(f"{self.instructions}: kind {self.kind!r} needs an image file")
 
   @property
   def label(self) -> str:
@@ -109,7 +110,7 @@ class MimicIt:
   def open(self) -> Opened:
     data = _read_json(self.instructions).get("data")
     if not isinstance(data, dict):
-      raise ValueError(f"{self.instructions}: expected {{'data': {{INS_ID: ...}}}}")
+      raise UserError(f"{self.instructions}: expected {{'data': {{INS_ID: ...}}}}")
     if self.train_config:
       context = _read_json(self.train_config)
     else:

@@ -26,11 +26,12 @@ from PIL import Image
 
 from sphinx_jax.data.image import VIEW_PLANS, ViewPlan, make_views, normalize, square
 from sphinx_jax.data.pipeline import mixture
-from sphinx_jax.data.records import load_image
+from sphinx_jax.data.records import record_image
 from sphinx_jax.data.skips import BadRecord, SkipLog
 from sphinx_jax.data.sources import _FileSpec, image_file, open_file
 from sphinx_jax.data.tasks import normalise
 from sphinx_jax.data.tokenizer import Tokenizer
+from sphinx_jax.util.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Pairs(_FileSpec):
         raise BadRecord(file, rid, f"region {region!r} is not a phrase and 4 box numbers")
       regions.append((phrase, tuple(float(v) for v in box)))
     path = image_file(self.image_root, r[self.image_key], self.allow_outside_root, file, rid)
-    image = load_image(path, file, rid)
+    image = record_image(path, file, rid)
     return Pair(image, caption.strip(), tuple(negatives), tuple(regions), str(file), rid)
 
 
@@ -102,11 +103,11 @@ class PairsConfig:
 
   def __post_init__(self):
     if not self.sources:
-      raise ValueError("PairsConfig needs at least one source")
+      raise UserError("PairsConfig needs at least one source")
     if self.view_plan not in VIEW_PLANS:
-      raise ValueError(f"unknown view plan {self.view_plan!r}; known: {', '.join(VIEW_PLANS)}")
+      raise UserError(f"unknown view plan {self.view_plan!r}; known: {', '.join(VIEW_PLANS)}")
     if VIEW_PLANS[self.view_plan].num_views < 2:
-      raise ValueError(f"view plan {self.view_plan!r} has no sub-images")
+      raise UserError(f"view plan {self.view_plan!r} has no sub-images")
 
 
 def encode_texts(texts, tok: Tokenizer, length: int) -> tuple[np.ndarray, np.ndarray]:

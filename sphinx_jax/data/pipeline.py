@@ -27,6 +27,7 @@ from sphinx_jax.data.sample import Layout, Sample, make_sample
 from sphinx_jax.data.skips import BadRecord, SkipLog, Skipped
 from sphinx_jax.data.sources import TextCorpus
 from sphinx_jax.data.tokenizer import Tokenizer
+from sphinx_jax.util.errors import UserError
 
 log = logging.getLogger(__name__)
 _WARNED_LOCK = threading.Lock()  # module-level: a Guarded must stay picklable for grain
@@ -53,15 +54,15 @@ class DataConfig:
 
   def __post_init__(self):
     if not self.sources:
-      raise ValueError("DataConfig needs at least one source")
+      raise UserError("DataConfig needs at least one source")
     if self.weights is not None and len(self.weights) != len(self.sources):
-      raise ValueError(f"{len(self.weights)} weights for {len(self.sources)} sources")
+      raise UserError(f"{len(self.weights)} weights for {len(self.sources)} sources")
     if self.weights is not None and min(self.weights) <= 0:
-      raise ValueError(f"mixture weights must be positive, got {self.weights}")
+      raise UserError(f"mixture weights must be positive, got {self.weights}")
     if self.text_rows and self.corpus is None:
-      raise ValueError("text_rows needs a corpus")
+      raise UserError("text_rows needs a corpus")
     if self.view_plan not in VIEW_PLANS:
-      raise ValueError(f"unknown view plan {self.view_plan!r}; known: {', '.join(VIEW_PLANS)}")
+      raise UserError(f"unknown view plan {self.view_plan!r}; known: {', '.join(VIEW_PLANS)}")
 
   @property
   def layout(self) -> Layout:
@@ -113,7 +114,7 @@ def open_source(spec):
   """An opened source, refused when it has no records."""
   opened = spec.open()
   if not len(opened):
-    raise ValueError(f"{opened.file}: no records")
+    raise UserError(f"{opened.file}: no records")
   return opened
 
 
@@ -131,7 +132,7 @@ def _keeper(skips: SkipLog, records: int):
       return True
     run += 1
     if run > limit:
-      raise ValueError(f"{run} records in a row were skipped; is every record bad?\n"
+      raise UserError(f"{run} records in a row were skipped; is every record bad?\n"
                        + skips.summary())
     return False
 

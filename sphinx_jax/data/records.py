@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sphinx_jax.data.image import to_rgb
 from sphinx_jax.data.skips import BadRecord
+from sphinx_jax.util.errors import UserError
 
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 PIXEL_LIMIT_VAR = "SPHINX_MAX_IMAGE_PIXELS"
@@ -43,9 +44,9 @@ class Records:
       try:
         items = json.loads(self.path.read_text())
       except json.JSONDecodeError as e:
-        raise ValueError(f"{self.path}: not valid JSON ({e})") from None
+        raise UserError(f"{self.path}: not valid JSON ({e})") from None
       if not isinstance(items, list):
-        raise ValueError(f"{self.path}: expected a JSON list of records")
+        raise UserError(f"{self.path}: expected a JSON list of records")
       self._items = items
     elif kind == ".csv":
       with self.path.open(newline="") as f:
@@ -54,7 +55,7 @@ class Records:
       import pyarrow.parquet as pq
       self._items = pq.read_table(self.path)
     else:
-      raise ValueError(f"{self.path}: unknown annotation format (want .json/.jsonl/.csv/.parquet)")
+      raise UserError(f"{self.path}: unknown annotation format (want .json/.jsonl/.csv/.parquet)")
     self._kind = kind
 
   def __len__(self) -> int:
@@ -102,14 +103,14 @@ def pixel_limit() -> int:
   if not value:
     return DEFAULT_PIXEL_LIMIT
   if not value.isdigit() or int(value) <= 0:
-    raise ValueError(f"{PIXEL_LIMIT_VAR}={value!r}: expected a positive number of pixels")
+    raise UserError(f"{PIXEL_LIMIT_VAR}={value!r}: expected a positive number of pixels")
   return int(value)
 
 
-def _unreadable(name: str, e: Exception) -> ValueError:
+def _unreadable(name: str, e: Exception) -> UserError:
   # PIL names its input in this message, a useless BytesIO repr here: `name` says which image.
   why = "not an image format PIL knows" if isinstance(e, UnidentifiedImageError) else e
-  return ValueError(f"{name}: unreadable image ({why})")
+  return UserError(f"{name}: unreadable image ({why})")
 
 
 def open_image(data: bytes, name: str) -> Image.Image:
@@ -121,7 +122,7 @@ def open_image(data: bytes, name: str) -> Image.Image:
     raise _unreadable(name, e) from None
   (width, height), limit = image.size, pixel_limit()
   if width * height > limit:
-    raise ValueError(f"{name}: {width}x{height} image, {width * height} pixels, over the limit "
+    raise UserError(f"{name}: {width}x{height} image, {width * height} pixels, over the limit "
                      f"of {limit} (${PIXEL_LIMIT_VAR})")
   try:
     image.load()
@@ -138,7 +139,8 @@ def decode_image(data: bytes, file, record: str, name: str) -> Image.Image:
     raise BadRecord(file, record, str(e)) from None
 
 
-def load_image(path: Path, file, record: str) -> Image.Image:
+def record_image(path: Path, file, record: str) -> Image.Image:
+  """The image file a training record names: BadRecord(file, record) if missing or bad."""
   if not path.is_file():
     raise BadRecord(file, record, f"missing image file {path}")
   return decode_image(path.read_bytes(), file, record, str(path))
@@ -153,7 +155,7 @@ def read_image_file(path) -> Image.Image:
   try:
     data = path.read_bytes()
   except OSError as e:
-    raise ValueError(f"{path}: unreadable image ({e.strerror or e})") from None
+    raise UserError(f"{path}: unreadable image ({e.strerror or e})") from None
   return to_rgb(open_image(data, str(path)))
 
 

@@ -1,4 +1,5 @@
-"""Example -> Sample: tokens with BOS/EOS, image slot blocks, the loss mask, the tower views.
+"""Example -> Sample: tokens with BOS/EOS, image slot blocks, the loss mask, the tower views; and
+the same layout for a prompt to continue (`prompt`: evaluation and chat).
 
 Tokens follow the reference (accessory/data/conversation/dataset.py): the text is encoded whole
 (per stretch between images), then every target is located as the sublist `encode_segment(target)`
@@ -18,6 +19,7 @@ from sphinx_jax.data.example import IMAGE, Example
 from sphinx_jax.data.image import ViewPlan, make_views, preprocess
 from sphinx_jax.data.skips import BadRecord
 from sphinx_jax.data.tokenizer import Tokenizer
+from sphinx_jax.util.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,16 +53,16 @@ def _find(ids: list[int], part: list[int], start: int) -> int:
   return -1
 
 
-def encode(example: Example, tok: Tokenizer, tokens_per_image: int):
-  """(ids with -1 at image slots, image mask, loss mask) as python lists, before any cut."""
-  chunks = example.prompt.split(IMAGE)
-  if len(chunks) - 1 != len(example.media):
-    raise BadRecord(example.file, example.record,
-                    f"{len(chunks) - 1} {IMAGE} markers for {len(example.media)} media")
+def lay_out(text: str, frames: list[int], tok: Tokenizer,
+            tokens_per_image: int) -> tuple[list[int], list[bool]]:
+  """(ids with -1 at image slots, image mask): BOS, then `text` with its i-th IMAGE marker
+  replaced by frames[i] blocks of slots. The text between markers is encoded per stretch, the
+  first as the start of a text, the others as segments; whitespace next to a marker dropped."""
+  chunks = text.split(IMAGE)
   ids, image = [tok.bos_id], [False]
   for i, chunk in enumerate(chunks):
     if i:
-      n = len(example.media[i - 1]) * tokens_per_image
+      n = frames[i - 1] * tokens_per_image
       ids += [-1] * n
       image += [True] * n
       chunk = chunk.lstrip()
@@ -70,6 +72,42 @@ def encode(example: Example, tok: Tokenizer, tokens_per_image: int):
       piece = tok.encode_segment(chunk) if i else tok.encode(chunk, bos=False)
       ids += piece
       image += [False] * len(piece)
+  return ids, image
+
+
+def prompt(text: str, n_images: int, tok: Tokenizer,
+           tokens_per_image: int) -> tuple[np.ndarray, np.ndarray]:
+  """tokens (0 at image slots) and image_mask of a prompt to continue. One image sits right
+  after BOS, the text encoded whole as the reference's inference does; several sit at their
+  IMAGE markers in `text`, laid out as in training (`lay_out`)."""
+  markers = text.count(IMAGE)
+  if n_images <= 1 and markers:
+    raise UserError(f"{markers} {IMAGE} markers in a prompt with {n_images} image(s): only "
+                     "several images are placed by markers")
+  if n_images > 1 and markers != n_images:
+    raise UserError(f"{markers} {IMAGE} markers for {n_images} images")
+  if n_images == 1:
+    return image_after_bos(tok.encode(text, bos=True), tokens_per_image)
+  ids, image = lay_out(text, [1] * n_images, tok, tokens_per_image)
+  return np.maximum(np.asarray(ids, np.int32), 0), np.asarray(image, bool)
+
+
+def image_after_bos(token_ids, tokens_per_image: int) -> tuple[np.ndarray, np.ndarray]:
+  """tokens and image_mask for one image right after BOS (token_ids[0]), as the reference lays
+  out a single-image prompt."""
+  tokens = np.array([token_ids[0]] + [0] * tokens_per_image + list(token_ids[1:]), np.int32)
+  image_mask = np.zeros(tokens.shape, bool)
+  image_mask[1:1 + tokens_per_image] = True
+  return tokens, image_mask
+
+
+def encode(example: Example, tok: Tokenizer, tokens_per_image: int):
+  """(ids with -1 at image slots, image mask, loss mask) as python lists, before any cut."""
+  markers = example.prompt.count(IMAGE)
+  if markers != len(example.media):
+    raise BadRecord(example.file, example.record,
+                    f"{markers} {IMAGE} markers for {len(example.media)} media")
+  ids, image = lay_out(example.prompt, [len(m) for m in example.media], tok, tokens_per_image)
   ids.append(tok.eos_id)
   image.append(False)
   loss, start = [False] * len(ids), 0

@@ -11,8 +11,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+from sphinx_jax.util.errors import UserError
 
-class BadRecord(ValueError):
+
+class BadRecord(UserError):
   """A record that cannot become a sample: `file`, `record` (line / key / index) and why."""
 
   def __init__(self, file: str, record: str, reason: str):

@@ -20,8 +20,9 @@ from PIL import Image
 
 from sphinx_jax.data import example as ex
 from sphinx_jax.data import tasks
-from sphinx_jax.data.records import Records, load_image
+from sphinx_jax.data.records import Records, record_image
 from sphinx_jax.data.skips import BadRecord
+from sphinx_jax.util.errors import UserError
 
 _ROLES = {"human": 0, "gpt": 1, "assistant": 1}
 
@@ -88,7 +89,7 @@ def _images(value, spec, file, rid: str) -> list[Image.Image]:
   if value is not None and not isinstance(value, (str, list)):
     raise BadRecord(file, rid, f"image field is {type(value).__name__}, not a path or a list")
   paths = [] if value is None else [value] if isinstance(value, str) else value
-  return [load_image(image_file(spec.image_root, p, spec.allow_outside_root, file, rid), file,
+  return [record_image(image_file(spec.image_root, p, spec.allow_outside_root, file, rid), file,
                      rid) for p in paths]
 
 
@@ -198,7 +199,7 @@ class Task(_FileSpec):
 
   def __post_init__(self):
     if self.task not in tasks.FORMATTERS:
-      raise ValueError(f"unknown task {self.task!r}; known: {', '.join(tasks.FORMATTERS)}")
+      raise UserError(f"unknown task {self.task!r}; known: {', '.join(tasks.FORMATTERS)}")
 
   def _example(self, r: dict, file, rid: str) -> ex.Example:
     return task_example(self.task, r, _one_image(r[self.image_key], self, file, rid), file, rid)

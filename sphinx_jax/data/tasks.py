@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import string
 
+from sphinx_jax.util.errors import UserError
+
 VQA = "Answer the question using a single word or phrase."
 MULTIPLE_CHOICE = "Answer with the option's letter from the given choices directly."
 REC = "Please provide the bounding box coordinate of the region this sentence describes: {}."
@@ -41,16 +43,16 @@ def normalise(coords, size: tuple[int, int]) -> list[float]:
   dx, dy = (side - w) // 2, (side - h) // 2
   out = [(float(v) + (dy if i % 2 else dx)) / side for i, v in enumerate(coords)]
   if any(not 0.0 <= v <= 1.0 for v in out):
-    raise ValueError(f"coordinates {list(coords)} outside the {w}x{h} image")
+    raise UserError(f"coordinates {list(coords)} outside the {w}x{h} image")
   return out
 
 
 def box(coords, size) -> str:
   """`[x1,y1,x2,y2]` (or `[x,y]` for a point) in padded-square fractions, 2 decimals."""
   if len(coords) not in (2, 4):
-    raise ValueError(f"a box has 4 numbers, a point 2: got {list(coords)}")
+    raise UserError(f"a box has 4 numbers, a point 2: got {list(coords)}")
   if len(coords) == 4 and (coords[0] > coords[2] or coords[1] > coords[3]):
-    raise ValueError(f"box {list(coords)} is not [x1, y1, x2, y2]")
+    raise UserError(f"box {list(coords)} is not [x1, y1, x2, y2]")
   return "[" + ",".join(f"{v:.2f}" for v in normalise(coords, size)) + "]"
 
 
@@ -85,7 +87,7 @@ def _objects(objects, size) -> str:
   for o in objects:
     groups.setdefault(o["label"], []).append(o["box"])
   if not groups:
-    raise ValueError("no objects")
+    raise UserError("no objects")
   return " ".join(grounded(label, boxes, size) for label, boxes in groups.items())
 
 
@@ -102,7 +104,7 @@ def pose(r, size):
   points = [f"<p>{name}</p>{box(p[:2], size)}"
             for name, p in zip(KEYPOINTS, r["keypoints"], strict=True) if p[2] > 0]
   if not points:
-    raise ValueError("no labelled keypoints")
+    raise UserError("no labelled keypoints")
   return [(POSE.format(box(r["box"], size)), " ".join(points))]
 
 
@@ -112,12 +114,12 @@ def grounded_caption(r, size):
   for region in r["regions"]:
     at = caption.find(region["phrase"])
     if at < 0:
-      raise ValueError(f"phrase {region['phrase']!r} not in the caption")
+      raise UserError(f"phrase {region['phrase']!r} not in the caption")
     spans.append((at, at + len(region["phrase"]), region))
   text, end = "", 0
   for start, stop, region in sorted(spans, key=lambda s: s[0]):
     if start < end:
-      raise ValueError(f"phrase {region['phrase']!r} overlaps another")
+      raise UserError(f"phrase {region['phrase']!r} overlaps another")
     text += caption[end:start] + grounded(region["phrase"], region["boxes"], size)
     end = stop
   return [(GROUNDED_CAPTION, text + caption[end:])]

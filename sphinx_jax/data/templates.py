@@ -6,6 +6,8 @@ Training supervises every answer together with its trailing STOP (the reference'
 """
 from __future__ import annotations
 
+from sphinx_jax.util.errors import UserError
+
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 ROLES = ("Human", "Assistant")
@@ -20,7 +22,7 @@ def conversation(turns: list[tuple[str, str | None]]) -> tuple[str, list[str]]:
     prompt += f" {ROLES[0]}: {question}{STOP}"
     if answer is None:
       if i != len(turns) - 1:
-        raise ValueError("only the last answer can be None")
+        raise UserError("only the last answer can be None")
       prompt += f" {ROLES[1]}:"
     else:
       prompt += f" {ROLES[1]}: {answer}{STOP}"

@@ -11,6 +11,7 @@ from PIL import Image
 
 from sphinx_jax.data import tasks
 from sphinx_jax.data.sources import Opened, task_example
+from sphinx_jax.util.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Tfds:
 
   def __post_init__(self):
     if self.task not in tasks.FORMATTERS:
-      raise ValueError(f"unknown task {self.task!r}; known: {', '.join(tasks.FORMATTERS)}")
+      raise UserError(f"unknown task {self.task!r}; known: {', '.join(tasks.FORMATTERS)}")
 
   @property
   def label(self) -> str:

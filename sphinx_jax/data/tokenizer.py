@@ -7,6 +7,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from sphinx_jax.util.errors import UserError
+
 
 class Tokenizer:
   def __init__(self, path: str | os.PathLike):
@@ -17,7 +19,7 @@ class Tokenizer:
     try:
       self.sp.Load(str(path))
     except (OSError, RuntimeError) as e:
-      raise ValueError(f"{path}: not a SentencePiece model ({e})") from None
+      raise UserError(f"{path}: not a SentencePiece model ({e})") from None
     self.path = path
 
   @property

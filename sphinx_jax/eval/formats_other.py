@@ -24,10 +24,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from sphinx_jax.data.example import IMAGE
 from sphinx_jax.eval import prompts
 from sphinx_jax.eval.samples import (Sample, field, find_one, image_dir, image_under, read_json,
                                      read_jsonl)
 from sphinx_jax.eval.yesno import MME_COGNITION, MME_PERCEPTION
+from sphinx_jax.util.errors import UserError
 
 
 def read_pope(root: Path, split: str | None = None, **_) -> list[Sample]:
@@ -75,7 +77,7 @@ def read_mme(root: Path, split: str | None = None, **_) -> list[Sample]:
       for i, line in enumerate(lines):
         parts = line.split("\t")
         if len(parts) != 2:
-          raise ValueError(f"{txt}:{i + 1}: expected 'question<TAB>answer'")
+          raise UserError(f"{txt}:{i + 1}: expected 'question<TAB>answer'")
         out.append(Sample(f"{task}/{txt.stem}/{i}", (image,), prompts.short_answer(parts[0]),
                           parts[1].strip(), {"subtask": task, "image": txt.stem}))
   return out
@@ -161,12 +163,12 @@ def read_coco(root: Path, split: str, shots: int = 0, seed: int = 0, **_) -> lis
   if shots:
     train = [im for im in images if im.get("split") in ("train", "restval")]
     if len(train) < shots:
-      raise ValueError(f"{dfile}: {len(train)} train images, fewer than {shots} shots")
+      raise UserError(f"{dfile}: {len(train)} train images, fewer than {shots} shots")
     pool = random.Random(seed).sample(train, min(POOL_SIZE, len(train)))
   out = []
   for im in queries:
     demos = random.Random(f"{seed}/{im['cocoid']}").sample(pool, shots) if shots else []
-    marker = prompts.IMAGE if shots else ""
+    marker = IMAGE if shots else ""
     history = tuple((marker + prompts.CAPTION, d["sentences"][0]["raw"].strip()) for d in demos)
     out.append(Sample(str(im["cocoid"]), tuple(path(d) for d in [*demos, im]),
                       marker + prompts.CAPTION, [s["raw"] for s in im["sentences"]],

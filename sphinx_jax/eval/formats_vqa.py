@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sphinx_jax.eval import prompts
 from sphinx_jax.eval.samples import Sample, field, find_one, image_dir, image_under, read_json
+from sphinx_jax.util.errors import UserError
 
 _IMAGE_DIRS = ["images", "."]
 
@@ -41,7 +42,7 @@ def read_vqa(root: Path, split: str, **_) -> list[Sample]:
     where = f"{qfile} [question {q.get('question_id')}]"
     ann = answers.get(q["question_id"])
     if afile is not None and ann is None:
-      raise ValueError(f"{where}: no annotation in {afile}")
+      raise UserError(f"{where}: no annotation in {afile}")
     out.append(Sample(
         str(q["question_id"]), (folder / name.format(field(q, "image_id", where)),),
         prompts.short_answer(field(q, "question", where)),
@@ -102,7 +103,7 @@ def read_textvqa(root: Path, split: str, ocr: bool = False, **_) -> list[Sample]
     question = field(q, "question", where)
     if ocr:
       if image_id not in tokens:
-        raise ValueError(f"{where}: image {image_id} has no OCR tokens")
+        raise UserError(f"{where}: image {image_id} has no OCR tokens")
       question = prompts.textvqa_ocr(question, tokens[image_id])
     else:
       question = prompts.short_answer(question)
@@ -117,7 +118,7 @@ _OCRVQA_SPLITS = {"train": 1, "val": 2, "test": 3}
 
 def read_ocrvqa(root: Path, split: str, **_) -> list[Sample]:
   if split not in _OCRVQA_SPLITS:
-    raise ValueError(f"OCR-VQA split {split!r}: expected one of {sorted(_OCRVQA_SPLITS)}")
+    raise UserError(f"OCR-VQA split {split!r}: expected one of {sorted(_OCRVQA_SPLITS)}")
   dfile = find_one(root, "dataset.json")
   out = []
   for image_id, item in read_json(dfile).items():

@@ -6,20 +6,20 @@ LLaVA-1.5 ones where Accessory has none (SEED, MMBench), and SPHINX's own task i
 (its demo lists the captioning one). Every question is asked in the conv_v1_2 template, as
 Accessory's `inference_image_sphinx.py` does (conv "v1", identical to v1_2).
 
-Layout: one image sits right after BOS (the reference); several images (in-context
-demonstrations) each sit at the IMAGE marker opening their question, tokenised like the
-training pipeline does (text between images encoded per stretch, whitespace next to an image
-dropped, stretches after an image encoded as segments).
+Layout (data.sample.prompt, shared with training and chat): one image sits right after BOS
+(the reference); several images (in-context demonstrations) each sit at the IMAGE marker
+opening their question, tokenised as training does (text between images encoded per stretch,
+whitespace next to an image dropped, stretches after an image encoded as segments).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from sphinx_jax.data.sample import prompt
 from sphinx_jax.data.templates import conversation_prompt
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.eval.samples import Sample
-
-IMAGE = "<image>"  # the data pipeline's image marker
+from sphinx_jax.util.errors import UserError
 
 # "{}\nAnswer the question using a single word or phrase." -- VQAv2, OK-VQA, GQA, TextVQA,
 # OCR-VQA and MME in annotation_config.json (MME's questions already end "Please answer yes or
@@ -78,36 +78,11 @@ def text(sample: Sample) -> str:
   return conversation_prompt([*sample.history, (sample.question, None)]) + sample.answer_prefix
 
 
-def chunks(tokenizer: Tokenizer, sample: Sample) -> list[list[int]]:
-  """Token ids of the text around the images: len(images) + 1 stretches, images between."""
-  prompt = text(sample)
-  n = len(sample.images)
-  if n <= 1:
-    if IMAGE in prompt:
-      raise ValueError(f"sample {sample.id}: an {IMAGE} marker in a single-image prompt")
-    ids = tokenizer.encode(prompt, bos=True)
-    return [ids] if n == 0 else [ids[:1], ids[1:]]
-  pieces = prompt.split(IMAGE)
-  if len(pieces) != n + 1:
-    raise ValueError(f"sample {sample.id}: {len(pieces) - 1} {IMAGE} markers for {n} images")
-  out = [tokenizer.encode(pieces[0].rstrip(), bos=True)]
-  for i, piece in enumerate(pieces[1:], 1):
-    piece = piece.lstrip() if i == n else piece.strip()
-    out.append(tokenizer.encode_segment(piece) if piece else [])
-  return out
-
-
-def layout(stretches: list[list[int]], image_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-  """tokens (0 at image slots) and image_mask for text stretches with an image between each."""
-  tokens, mask = [], []
-  for i, ids in enumerate(stretches):
-    if i:
-      tokens += [0] * image_tokens
-      mask += [True] * image_tokens
-    tokens += ids
-    mask += [False] * len(ids)
-  return np.asarray(tokens, np.int32), np.asarray(mask, bool)
-
-
-def length(stretches: list[list[int]], image_tokens: int) -> int:
-  return sum(len(s) for s in stretches) + (len(stretches) - 1) * image_tokens
+def tokens(tokenizer: Tokenizer, sample: Sample,
+           tokens_per_image: int) -> tuple[np.ndarray, np.ndarray]:
+  """The prompt's tokens (0 at image slots) and image_mask, laid out as training and chat lay
+  out theirs (data.sample.prompt)."""
+  try:
+    return prompt(text(sample), len(sample.images), tokenizer, tokens_per_image)
+  except ValueError as e:
+    raise UserError(f"sample {sample.id}: {e}") from None

@@ -24,9 +24,12 @@ from tqdm import tqdm
 from sphinx_jax import sharding
 from sphinx_jax.eval import prompts
 from sphinx_jax.eval.benchmarks import BENCHMARKS
-from sphinx_jax.eval.generation import Prompt, generate_batch, padded_length
+from sphinx_jax.inference.generate import trim
 from sphinx_jax.inference.sphinx_model import stop_ids
-from sphinx_jax.eval.samples import Sample, load_image
+from sphinx_jax.models.batch import Prompt, bucketed
+from sphinx_jax.eval.samples import Sample, benchmark_image
+from sphinx_jax.util.errors import UserError
+from sphinx_jax.util.files import write_atomic
 
 PREDICTIONS, SUMMARY, RUN = "predictions.jsonl", "summary.json", "run.json"
 log = logging.getLogger(__name__)
@@ -39,21 +42,21 @@ def evaluate(model, name: str, data: str | os.PathLike, out: str | os.PathLike, 
   """Run benchmark `name` on the files in `data` with `model` (an `inference.Sphinx`), writing
   predictions and the summary into `out`; returns the summary."""
   if name not in BENCHMARKS:
-    raise ValueError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
+    raise UserError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
   bench = BENCHMARKS[name]
   if shots and not bench.in_context:
-    raise ValueError(f"{name}: in-context shots are for coco_captions only")
+    raise UserError(f"{name}: in-context shots are for coco_captions only")
   if model.tokenizer is None:
-    raise ValueError("this checkpoint has no tokenizer.model: evaluation needs one")
+    raise UserError("this checkpoint has no tokenizer.model: evaluation needs one")
   split = split or bench.split
   samples = bench.read(Path(data), split, shots=shots, seed=seed)[:limit]
   if not samples:
-    raise ValueError(f"{data}: no {name} samples (split {split})")
+    raise UserError(f"{data}: no {name} samples (split {split})")
   if len({s.id for s in samples}) != len(samples):
-    raise ValueError(f"{data}: {name} sample ids are not unique")
+    raise UserError(f"{data}: {name} sample ids are not unique")
   budget = bench.max_new_tokens if max_new_tokens is None else max_new_tokens
   if budget < 1:
-    raise ValueError(f"max_new_tokens {budget}: must be at least 1")
+    raise UserError(f"max_new_tokens {budget}: must be at least 1")
   out = Path(out)
   if _writer():
     out.mkdir(parents=True, exist_ok=True)
@@ -80,15 +83,15 @@ def _writer() -> bool:
 
 def _generate_all(model, pending, samples, path, done, budget, batch_size, name, progress):
   tokenizer, k = model.tokenizer, model.config.image_tokens
-  lengths = [prompts.length(prompts.chunks(tokenizer, s), k) for s in samples]
+  lengths = [len(prompts.tokens(tokenizer, s, k)[0]) for s in samples]
   longest = int(np.argmax(lengths))
   if lengths[longest] + budget > model.config.llm.max_seq_len:
-    raise ValueError(f"sample {samples[longest].id}: prompt ({lengths[longest]} positions with "
+    raise UserError(f"sample {samples[longest].id}: prompt ({lengths[longest]} positions with "
                      f"images) + {budget} new tokens exceeds max_seq_len "
                      f"{model.config.llm.max_seq_len}")
   multiple = sharding.batch_multiple(model.mesh)
   rows = -(-max(batch_size, 1) // multiple) * multiple
-  shapes = {"rows": rows, "length": padded_length(lengths[longest]), "max_new_tokens": budget,
+  shapes = {"rows": rows, "length": bucketed(lengths[longest]), "max_new_tokens": budget,
             "n_images": max(len(s.images) for s in samples), "stops": (stop_ids(tokenizer),),
             "eos_id": tokenizer.eos_id}
   writer = _writer()
@@ -112,12 +115,23 @@ def _generate_all(model, pending, samples, path, done, budget, batch_size, name,
   bar.close()
 
 
+def generate_batch(model, prompts: list[Prompt], *, rows: int, length: int, n_images: int,
+                   max_new_tokens: int, stops: tuple[tuple[int, ...], ...] = (),
+                   eos_id: int | None = None) -> list[list[int]]:
+  """Greedy new ids for each prompt (EOS / stop sequence excluded), decoded together in `rows`
+  rows of `length` slots with room for `n_images` images each (`Sphinx.generate`). The shapes
+  are fixed per run, so a benchmark compiles once; padding rows decode too, their output
+  dropped."""
+  out = model.generate(model.batch(prompts, n_rows=rows, length=length, n_images=n_images),
+                       max_new_tokens, eos_id=eos_id, stops=stops)
+  return [trim(out[i], eos_id, stops) for i in range(len(prompts))]
+
+
 def _prepare(model, batch: list[Sample]) -> list[Prompt]:
   out = []
   for sample in batch:
-    tokens, mask = prompts.layout(prompts.chunks(model.tokenizer, sample),
-                                  model.config.image_tokens)
-    views = [model.preprocess(load_image(ref)) for ref in sample.images]
+    tokens, mask = prompts.tokens(model.tokenizer, sample, model.config.image_tokens)
+    views = [model.preprocess(benchmark_image(ref)) for ref in sample.images]
     images = {k: np.stack([v[k] for v in views]) for k in views[0]} if views else None
     out.append(Prompt(tokens, mask, images))
   return out
@@ -145,11 +159,11 @@ def load_predictions(path: Path) -> dict[str, dict]:
         record = json.loads(line)
       except ValueError:
         if number < len(lines):
-          raise ValueError(f"{path}:{number}: unreadable record; remove the line to resume")
+          raise UserError(f"{path}:{number}: unreadable record; remove the line to resume")
         log.warning("%s: dropping a truncated last line (%d bytes)", path, len(line))
         break
       if not isinstance(record, dict) or "id" not in record:
-        raise ValueError(f"{path}:{number}: record without an 'id'")
+        raise UserError(f"{path}:{number}: record without an 'id'")
       records[record["id"]] = record
     good = start = end
   if _writer():
@@ -166,7 +180,7 @@ def _check_run(path: Path, settings: dict) -> None:
     old = _read_run(path)
     if old != settings:
       diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-      raise ValueError(f"{path}: this folder holds a run with other settings {diff} "
+      raise UserError(f"{path}: this folder holds a run with other settings {diff} "
                        f"(was, now); use another --out or delete it")
   elif _writer():
     write_atomic(path, json.dumps(settings, indent=1))
@@ -177,16 +191,10 @@ def _read_run(path: Path) -> dict:
   try:
     old = json.loads(path.read_text())
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: unreadable run settings ({e}); use another --out or delete the "
+    raise UserError(f"{path}: unreadable run settings ({e}); use another --out or delete the "
                      "folder") from None
   if not isinstance(old, dict):
-    raise ValueError(f"{path}: expected a JSON object of run settings, got "
+    raise UserError(f"{path}: expected a JSON object of run settings, got "
                      f"{type(old).__name__}; use another --out or delete the folder")
   return old
 
-
-def write_atomic(path: Path, text: str) -> None:
-  """`text` into `path` through a temporary file: never a half-written file."""
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from sphinx_jax.data import records
 from sphinx_jax.data.image import to_rgb
+from sphinx_jax.util.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Sample:
   answer_prefix: str = ""
 
 
-def load_image(ref: Path | Inline) -> Image.Image:
+def benchmark_image(ref: Path | Inline) -> Image.Image:
   """RGB image of a path or inline data; a missing, unreadable or too large one is a one-line
   error naming it (records.read_image_file)."""
   if not isinstance(ref, Inline):
@@ -56,7 +57,7 @@ def load_image(ref: Path | Inline) -> Image.Image:
   try:
     data = base64.b64decode(ref.data)
   except binascii.Error as e:
-    raise ValueError(f"{ref.source}: bad base64 image ({e})") from None
+    raise UserError(f"{ref.source}: bad base64 image ({e})") from None
   return to_rgb(records.open_image(data, ref.source))
 
 
@@ -64,7 +65,7 @@ def image_under(folder: Path, name: str, where: str) -> Path:
   """`folder/name`, refused (ValueError naming `where`) when `name` leaves `folder`."""
   base = os.path.abspath(folder)
   if os.path.commonpath([base, os.path.abspath(os.path.join(folder, name))]) != base:
-    raise ValueError(f"{where}: image path {name!r} is outside the image root {base}")
+    raise UserError(f"{where}: image path {name!r} is outside the image root {base}")
   return Path(folder) / name
 
 
@@ -74,7 +75,7 @@ def read_json(path: Path) -> Any:
   except FileNotFoundError:
     raise FileNotFoundError(f"{path}: no such file") from None
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from None
+    raise UserError(f"{path}: not valid JSON ({e})") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -84,7 +85,7 @@ def read_jsonl(path: Path) -> list[dict]:
       try:
         out.append(json.loads(line))
       except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{number}: not valid JSON ({e})") from None
+        raise UserError(f"{path}:{number}: not valid JSON ({e})") from None
   return out
 
 
@@ -92,7 +93,7 @@ def find_one(root: Path, pattern: str, required: bool = True) -> Path | None:
   """The single file matching `pattern` in `root` or one folder below (VizWiz's Annotations/)."""
   found = sorted({*root.glob(pattern), *root.glob(f"*/{pattern}")})
   if len(found) > 1:
-    raise ValueError(f"{root}: several files match {pattern!r}: {[str(f) for f in found]}; "
+    raise UserError(f"{root}: several files match {pattern!r}: {[str(f) for f in found]}; "
                      f"pass --split to choose, or keep one")
   if not found and required:
     raise FileNotFoundError(f"{root}: no file matches {pattern!r}")
@@ -110,5 +111,5 @@ def image_dir(root: Path, subdirs: list[str], probe: str) -> Path:
 
 def field(record: dict, key: str, where: str) -> Any:
   if key not in record:
-    raise ValueError(f"{where}: no {key!r} field")
+    raise UserError(f"{where}: no {key!r} field")
   return record[key]

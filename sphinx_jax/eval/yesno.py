@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from sphinx_jax.util.errors import UserError
+
 # MME's official subtasks (eval_tool/calculation.py), the order of its report.
 MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
                   "landmark", "artwork", "OCR")
@@ -75,7 +77,7 @@ def mme(records: list[dict]) -> dict:
     out[task] = {"acc": 100 * acc, "acc_plus": 100 * acc_plus, "score": 100 * (acc + acc_plus)}
   unknown = sorted(set(out) - set(MME_PERCEPTION) - set(MME_COGNITION))
   if unknown:
-    raise ValueError(f"MME subtasks {unknown} are not MME's: {MME_PERCEPTION + MME_COGNITION}")
+    raise UserError(f"MME subtasks {unknown} are not MME's: {MME_PERCEPTION + MME_COGNITION}")
   perception = sum(out[t]["score"] for t in MME_PERCEPTION if t in out)
   cognition = sum(out[t]["score"] for t in MME_COGNITION if t in out)
   return {"perception": perception, "cognition": cognition, "total": perception + cognition,

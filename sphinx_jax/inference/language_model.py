@@ -6,8 +6,8 @@ import os
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from sphinx_jax import sharding
 from sphinx_jax.checkpoints import params_io
@@ -15,10 +15,11 @@ from sphinx_jax.configs import LlamaConfig
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.inference.generate import generate, trim
 from sphinx_jax.inference.sampling import Sampling
+from sphinx_jax.models.batch import bucketed
 from sphinx_jax.models.llama import Llama, init_cache, init_params
+from sphinx_jax.util.errors import UserError
 
 PAD_ID = 0
-LENGTH_BUCKET = 16  # prompts are padded to a multiple of this, to bound recompilation
 DEFAULT_EOS_ID = 2
 
 
@@ -59,7 +60,8 @@ class LanguageModel:
     """float32 [len(token_ids), vocab]: row i is the distribution of token i+1."""
     tokens, _ = self._pad_batch([list(token_ids)])
     with sharding.use_mesh(self.mesh):
-      logits = _forward(self.params, jnp.asarray(tokens), cfg=self.config)
+      logits = _forward(self.params, sharding.put_batch(tokens, self.mesh), cfg=self.config)
+      logits = multihost_utils.process_allgather(logits, tiled=True)
     return np.asarray(logits[0, :len(token_ids)])
 
   def generate_ids(self, token_ids, max_new_tokens: int = 64, *, temperature: float = 0.0,
@@ -73,20 +75,21 @@ class LanguageModel:
     single = len(token_ids) == 0 or isinstance(token_ids[0], (int, np.integer))
     prompts = [list(token_ids)] if single else [list(p) for p in token_ids]
     if any(len(p) == 0 for p in prompts):
-      raise ValueError("every prompt needs at least one token (BOS)")
+      raise UserError("every prompt needs at least one token (BOS)")
     eos_id = self.eos_id if eos_id == -1 else eos_id
     stops = tuple(tuple(int(t) for t in s) for s in stop_sequences)
     tokens, lengths = self._pad_batch(prompts)
     budget = tokens.shape[1] + max_new_tokens
     if max(lengths) + max_new_tokens > self.config.max_seq_len:
-      raise ValueError(f"prompt ({max(lengths)}) + max_new_tokens ({max_new_tokens}) exceeds "
+      raise UserError(f"prompt ({max(lengths)}) + max_new_tokens ({max_new_tokens}) exceeds "
                        f"max_seq_len {self.config.max_seq_len}")
     with sharding.use_mesh(self.mesh):
-      out = _generate(self.params, jnp.asarray(tokens), jnp.asarray(lengths),
-                      jax.random.key(seed), cfg=self.config, cache_len=budget,
-                      max_new_tokens=max_new_tokens,
+      out = _generate(self.params, sharding.put_batch(tokens, self.mesh),
+                      sharding.put_batch(lengths, self.mesh), jax.random.key(seed),
+                      cfg=self.config, cache_len=budget, max_new_tokens=max_new_tokens,
                       sampling=Sampling(temperature, top_p, top_k), eos_id=eos_id, stops=stops)
-    rows = [trim(r, eos_id, stops) for r in np.asarray(out)[:len(prompts)]]
+      out = multihost_utils.process_allgather(out, tiled=True)
+    rows = [trim(r, eos_id, stops) for r in out[:len(prompts)]]
     return rows[0] if single else rows
 
   def _pad_batch(self, prompts: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -109,10 +112,11 @@ def eos_of(tokenizer: Tokenizer | None) -> int:
 
 
 def pad_rows(prompts: list[list[int]], multiple: int) -> tuple[np.ndarray, np.ndarray]:
-  """Right-pad prompts to a bucketed length, and the batch to a multiple of `multiple` rows (to
-  shard over the mesh); returns tokens [B, T] and lengths [B] (1 for padding rows)."""
+  """Right-pad prompts to a bucketed length (models.batch.bucketed, the one rule), and the batch
+  to a multiple of `multiple` rows (to shard over the mesh); returns tokens [B, T] and lengths
+  [B] (1 for padding rows)."""
   batch = -(-len(prompts) // multiple) * multiple
-  length = -(-max(len(p) for p in prompts) // LENGTH_BUCKET) * LENGTH_BUCKET
+  length = bucketed(max(len(p) for p in prompts))
   tokens = np.full((batch, length), PAD_ID, np.int32)
   lengths = np.ones((batch,), np.int32)
   for i, p in enumerate(prompts):

@@ -6,6 +6,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from sphinx_jax.util.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
@@ -17,11 +19,11 @@ class Sampling:
 
   def __post_init__(self):
     if self.temperature < 0:
-      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+      raise UserError(f"temperature must be >= 0, got {self.temperature}")
     if not 0 < self.top_p <= 1:
-      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+      raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
     if self.top_k < 0:
-      raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+      raise UserError(f"top_k must be >= 0, got {self.top_k}")
 
 
 def sample(logits: jax.Array, key: jax.Array, sampling: Sampling) -> jax.Array:

@@ -1,4 +1,10 @@
-"""`Sphinx`: a SPHINX checkpoint behind the Python API (preprocess, logits, generation, chat)."""
+"""`Sphinx`: a SPHINX checkpoint behind the Python API (preprocess, logits, generation, chat).
+
+The compiled calls every caller shares live here: `forward` (logits), `loss_sums` (the training
+loss of a batch), `encode_images` and `generate` (decoding a batch of prompts) take host batches
+(models.batch.pack) and place them on the mesh by the rules table (sharding.put_batch); chat,
+evaluation and the recipe's report use them instead of jitting the network themselves.
+"""
 from __future__ import annotations
 
 import functools
@@ -6,27 +12,31 @@ import os
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from PIL import Image
 
 from sphinx_jax import sharding
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import SphinxConfig
 from sphinx_jax.data import image as image_ops
+from sphinx_jax.data.sample import image_after_bos, prompt
 from sphinx_jax.data.templates import STOP, conversation_prompt
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.inference.generate import generate, streaming, trim
-from sphinx_jax.inference.language_model import eos_of, load_sharded, pad_rows
+from sphinx_jax.inference.language_model import eos_of, load_sharded
 from sphinx_jax.inference.sampling import Sampling
+from sphinx_jax.models import batch as batches
+from sphinx_jax.models.batch import Prompt
 from sphinx_jax.models.llama import init_cache
-from sphinx_jax.models.sphinx import Sphinx as SphinxModule
-from sphinx_jax.models.sphinx import init_params, prompt_layout
+from sphinx_jax.models.loss import loss_sums
+from sphinx_jax.models.sphinx import SphinxNet, init_params
+from sphinx_jax.util.errors import UserError
 
 CHAT_NEW_TOKENS = 512  # an answer's budget when none is given (or what the context leaves)
 
 
-class ContextFull(ValueError):
+class ContextFull(UserError):
   """The prompt (image and history included) leaves too little of max_seq_len for the answer."""
 
 
@@ -41,7 +51,7 @@ class Sphinx:
     self.mesh = mesh if mesh is not None else sharding.make_mesh()
     self.plan = image_ops.VIEW_PLANS[config.view_plan]
     if self.plan.num_views != config.n_views:
-      raise ValueError(f"view plan {config.view_plan!r} gives {self.plan.num_views} views, "
+      raise UserError(f"view plan {config.view_plan!r} gives {self.plan.num_views} views, "
                        f"the config says {config.n_views}")
 
   @classmethod
@@ -70,13 +80,74 @@ class Sphinx:
     square = image_ops.preprocess(image, self.plan.image_size)
     return {k: np.asarray(v) for k, v in image_ops.make_views(square, self.plan).items()}
 
+  @property
+  def view_shapes(self) -> dict[str, tuple[int, ...]]:
+    """Each tower's view stack of one image, [V, s, s, 3]."""
+    return {k: (self.config.n_views, s, s, 3) for k, s in self.config.view_sizes.items()}
+
+  def batch(self, prompts: Sequence[Prompt], *, n_rows: int | None = None,
+            length: int | None = None, n_images: int | None = None) -> dict:
+    """A host batch of `prompts` (models.batch.pack): rows rounded up to the mesh, the length
+    bucketed (models.batch.bucketed) unless given."""
+    multiple = sharding.batch_multiple(self.mesh)
+    n_rows = -(-max(n_rows or len(prompts), 1) // multiple) * multiple
+    length = length or batches.bucketed(max(len(p.tokens) for p in prompts))
+    if n_images is None:
+      n_images = max(len(next(iter(p.images.values()))) if p.images else 0 for p in prompts)
+    return batches.pack(prompts, length=length, n_images=n_images, view_shapes=self.view_shapes,
+                        n_rows=n_rows)
+
+  def forward(self, batch: dict) -> jax.Array:
+    """Logits float32 [B, T, V] of a host batch."""
+    with sharding.use_mesh(self.mesh):
+      return _forward(self.params, sharding.put_batch(batch, self.mesh), cfg=self.config)
+
+  def loss_sums(self, batch: dict) -> dict:
+    """models.loss.loss_sums of a training batch (data.batching.collate), as numpy values."""
+    with sharding.use_mesh(self.mesh):
+      sums = _loss_sums(self.params, sharding.put_batch(batch, self.mesh), cfg=self.config)
+    return {k: np.asarray(v) for k, v in sums.items()}
+
+  def encode_images(self, images: dict) -> np.ndarray:
+    """Image tokens float32 [n, tokens_per_image, dim] of view stacks {'vit': [n, V, s, s, 3],
+    ...} (what the LLM reads for each image)."""
+    n = len(next(iter(images.values())))
+    rows = -(-n // sharding.batch_multiple(self.mesh)) * sharding.batch_multiple(self.mesh)
+    padded = {k: np.concatenate([v, np.zeros((rows - n, *v.shape[1:]), v.dtype)])
+              for k, v in images.items()}
+    with sharding.use_mesh(self.mesh):
+      out = _encode(self.params, sharding.put_batch(padded, self.mesh), cfg=self.config)
+      return np.asarray(multihost_utils.process_allgather(out, tiled=True)[:n], np.float32)
+
+  def generate(self, batch: dict, max_new_tokens: int, *, sampling: Sampling = Sampling(),
+               seed: int = 0, eos_id: int | None = None,
+               stops: tuple[tuple[int, ...], ...] = (),
+               on_token: Callable[[int], None] | None = None) -> np.ndarray:
+    """New tokens [B, max_new_tokens] after each row of a host prompt batch (DONE after a row
+    stopped; `inference.generate.trim` cuts a row). `on_token` streams row 0's tokens."""
+    lengths = batches.lengths(batch)
+    if int(lengths.max()) + max_new_tokens > self.config.llm.max_seq_len:
+      raise ContextFull(f"prompt ({int(lengths.max())} positions with image) + max_new_tokens "
+                        f"({max_new_tokens}) exceeds max_seq_len {self.config.llm.max_seq_len}")
+    inputs = {k: batch[k] for k in ("tokens", "image_mask", "images") if k in batch}
+    sink = (lambda tokens: None) if on_token is None else _first_row(on_token)
+    with sharding.use_mesh(self.mesh), streaming(sink):
+      out = _generate(self.params, sharding.put_batch(inputs, self.mesh),
+                      sharding.put_batch(lengths, self.mesh), jax.random.key(seed),
+                      cfg=self.config, cache_len=batch["tokens"].shape[1] + max_new_tokens,
+                      max_new_tokens=max_new_tokens, sampling=sampling, eos_id=eos_id,
+                      stops=stops, stream=on_token is not None)
+      return multihost_utils.process_allgather(out, tiled=True)
+
   def logits(self, pixels: dict | None, token_ids: Sequence[int]) -> np.ndarray:
     """float32 [len(token_ids), vocab]: row i is the distribution of token i+1. With an image,
     its tokens sit between BOS and token 1, and row 0 is read at the end-of-image vector."""
-    batch, rows = self._prompt_batch(pixels, [list(token_ids)])
-    with sharding.use_mesh(self.mesh):
-      logits = _forward(self.params, batch, cfg=self.config)
-    return np.asarray(logits[0, rows[0]])
+    one = self._prompt(pixels, token_ids)
+    logits = multihost_utils.process_allgather(self.forward(self.batch([one])), tiled=True)
+    rows = np.flatnonzero(~one.image_mask)
+    if pixels is not None:  # BOS's successor is read after the image
+      rows[0] += self.config.image_tokens
+    return np.asarray(logits[0, rows])
 
   def generate_ids(self, pixels: dict | None, token_ids: Sequence[int],
                    max_new_tokens: int = 64, *, temperature: float = 0.0, top_p: float = 1.0,
@@ -87,21 +158,10 @@ class Sphinx:
     eos_id = eos_of(self.tokenizer) if eos_id == -1 else eos_id
     stops = tuple(tuple(int(t) for t in s) for s in stop_sequences)
     if max_new_tokens < 1:
-      raise ValueError(f"max_new_tokens {max_new_tokens}: must be at least 1")
-    batch, rows = self._prompt_batch(pixels, [list(token_ids)])
-    length = int(rows[0][-1]) + 1
-    if length + max_new_tokens > self.config.llm.max_seq_len:
-      raise ContextFull(f"prompt ({length} positions with image) + max_new_tokens "
-                        f"({max_new_tokens}) exceeds max_seq_len {self.config.llm.max_seq_len}")
-    lengths = np.ones(batch["tokens"].shape[0], np.int32)
-    lengths[0] = length
-    sink = (lambda tokens: None) if on_token is None else _first_row(on_token)
-    with sharding.use_mesh(self.mesh), streaming(sink):
-      out = _generate(self.params, batch, jnp.asarray(lengths), jax.random.key(seed),
-                      cfg=self.config, cache_len=batch["tokens"].shape[1] + max_new_tokens,
-                      max_new_tokens=max_new_tokens, sampling=Sampling(temperature, top_p, top_k),
-                      eos_id=eos_id, stops=stops, stream=on_token is not None)
-      out = np.asarray(out)
+      raise UserError(f"max_new_tokens {max_new_tokens}: must be at least 1")
+    out = self.generate(self.batch([self._prompt(pixels, token_ids)]), max_new_tokens,
+                        sampling=Sampling(temperature, top_p, top_k), seed=seed, eos_id=eos_id,
+                        stops=stops, on_token=on_token)
     return trim(out[0], eos_id, stops)
 
   def chat(self, image: Image.Image | None, question: str,
@@ -114,48 +174,52 @@ class Sphinx:
     have 512 positions in all). A prompt leaving no room, or an explicit budget larger than the
     room, is a ContextFull error.
     """
-    ids = self._chat_ids(question, history)
-    room = self._room(ids, image is not None)
+    turn = self._chat_prompt(image, question, history)
+    room = self._room(turn)
     max_new_tokens = min(CHAT_NEW_TOKENS, room) if max_new_tokens is None else max_new_tokens
-    pixels = None if image is None else self.preprocess(image)
+    if max_new_tokens < 1:
+      raise UserError(f"max_new_tokens {max_new_tokens}: must be at least 1")
     stream = None if on_text is None else _TextStream(self.tokenizer, on_text)
-    new = self.generate_ids(pixels, ids, max_new_tokens, temperature=temperature, top_p=top_p,
-                            seed=seed, stop_sequences=[stop_ids(self.tokenizer)], on_token=stream)
+    stops = (stop_ids(self.tokenizer),)
+    out = self.generate(self.batch([turn]), max_new_tokens, sampling=Sampling(temperature, top_p),
+                        seed=seed, eos_id=self.tokenizer.eos_id, stops=stops, on_token=stream)
+    new = trim(out[0], self.tokenizer.eos_id, stops)
     return self.tokenizer.decode(new).split(STOP)[0].strip()
 
   def chat_room(self, image: Image.Image | None, question: str,
                 history: Sequence[tuple[str, str]] = ()) -> int:
     """How many new tokens fit after this turn's prompt (image and history included): an
     answer's largest budget. ContextFull if not even one does."""
-    return self._room(self._chat_ids(question, history), image is not None)
+    return self._room(self._chat_prompt(image, question, history))
 
-  def _chat_ids(self, question: str, history: Sequence[tuple[str, str]]) -> list[int]:
+  def _chat_prompt(self, image: Image.Image | None, question: str,
+                   history: Sequence[tuple[str, str]]) -> Prompt:
+    """This turn's prompt in the conv_v1_2 template, laid out by data.sample.prompt."""
     if self.tokenizer is None:
-      raise ValueError("this checkpoint has no tokenizer.model: chat needs one")
-    return self.tokenizer.encode(conversation_prompt([*history, (question, None)]), bos=True)
+      raise UserError("this checkpoint has no tokenizer.model: chat needs one")
+    text = conversation_prompt([*history, (question, None)])
+    tokens, image_mask = prompt(text, int(image is not None), self.tokenizer,
+                                self.config.image_tokens)
+    images = None if image is None else {k: v[None] for k, v in self.preprocess(image).items()}
+    return Prompt(tokens, image_mask, images)
 
-  def _room(self, ids: Sequence[int], with_image: bool) -> int:
-    """max_seq_len minus the positions of `ids` and of an image's tokens (after BOS), if any."""
-    positions = len(ids) + (self.config.image_tokens if with_image else 0)
+  def _room(self, turn: Prompt) -> int:
+    """max_seq_len minus the positions of the prompt (image slots included)."""
+    positions = len(turn.tokens)
     if positions >= self.config.llm.max_seq_len:
       raise ContextFull(f"the prompt ({positions} positions, image and history included) leaves "
                         f"no room for an answer in max_seq_len {self.config.llm.max_seq_len}")
     return self.config.llm.max_seq_len - positions
 
-  def _prompt_batch(self, pixels: dict | None, prompts: list[list[int]]):
-    """Model inputs for prompts sharing one image (or none), and each prompt's text rows."""
-    k = self.config.image_tokens if pixels is not None else 0
-    layouts = [prompt_layout(p, k) for p in prompts]
-    tokens, _ = pad_rows([t.tolist() for t, _ in layouts], sharding.batch_multiple(self.mesh))
-    image_mask = np.zeros(tokens.shape, bool)
-    for row, (_, mask) in enumerate(layouts):
-      image_mask[row, :len(mask)] = mask
-    batch = {"tokens": tokens, "image_mask": image_mask}
-    if pixels is not None:
-      batch["images"] = {name: np.broadcast_to(v[None, None], (tokens.shape[0], 1, *v.shape))
-                         for name, v in pixels.items()}
-    rows = [np.array([k] + [k + i for i in range(1, len(p))]) for p in prompts]
-    return jax.tree.map(jnp.asarray, batch), rows
+  def _prompt(self, pixels: dict | None, token_ids: Sequence[int]) -> Prompt:
+    """Token ids (BOS first) with the image of `pixels`, if any, right after BOS."""
+    if not len(token_ids):
+      raise UserError("a prompt needs at least one token (BOS)")
+    if pixels is None:
+      ids = np.asarray(token_ids, np.int32)
+      return Prompt(ids, np.zeros(len(ids), bool))
+    tokens, image_mask = image_after_bos(token_ids, self.config.image_tokens)
+    return Prompt(tokens, image_mask, {k: v[None] for k, v in pixels.items()})
 
 
 def stop_ids(tokenizer: Tokenizer) -> tuple[int, ...]:
@@ -187,14 +251,25 @@ def _first_row(on_token: Callable[[int], None]):
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _forward(params, batch, *, cfg: SphinxConfig):
-  return SphinxModule(cfg).apply(params, **batch)[0]
+  return SphinxNet(cfg).apply(params, batch["tokens"], batch["image_mask"], batch.get("images"),
+                              kv_mask=batch["valid"])[0]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _loss_sums(params, batch, *, cfg: SphinxConfig):
+  return loss_sums(_forward(params, batch, cfg=cfg), batch)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _encode(params, images, *, cfg: SphinxConfig):
+  return SphinxNet(cfg).apply(params, images, method=SphinxNet.encode_images)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "cache_len", "max_new_tokens", "sampling",
                                              "eos_id", "stops", "stream"))
 def _generate(params, batch, lengths, key, *, cfg, cache_len, max_new_tokens, sampling, eos_id,
               stops, stream):
-  return generate(SphinxModule(cfg), params, batch, lengths, key,
+  return generate(SphinxNet(cfg), params, batch, lengths, key,
                   cache=init_cache(cfg.llm, lengths.shape[0], cache_len),
-                  step_method=SphinxModule.decode, max_new_tokens=max_new_tokens,
+                  step_method=SphinxNet.decode, max_new_tokens=max_new_tokens,
                   sampling=sampling, eos_id=eos_id, stop_sequences=stops, stream=stream)

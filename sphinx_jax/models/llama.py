@@ -15,22 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from sphinx_jax.configs import LlamaConfig
-
-REMAT_POLICIES = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-
-
-def _kernel_init(axes: tuple[str, ...], stddev: float = 0.02):
-  return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+from sphinx_jax.models.layers import kernel_init, scanned
 
 
 def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...]):
   """A weight of `module` created with its full shape and logical axes, in the compute dtype."""
   cfg = module.cfg
-  return module.param(name, _kernel_init(axes), shape, cfg.param_dtype).astype(cfg.dtype)
+  return module.param(name, kernel_init(axes), shape, cfg.param_dtype).astype(cfg.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -138,17 +129,11 @@ class Llama(nn.Module):
     cfg = self.cfg
     self.tok_embeddings = nn.Embed(
         cfg.vocab_size, cfg.dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-        embedding_init=_kernel_init(("vocab", "embed"), 1.0))
-    block = Block
-    if cfg.remat_policy != "none":
-      block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-    self.layers = nn.scan(
-        block, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
-        length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+        embedding_init=kernel_init(("vocab", "embed"), 1.0))
+    self.layers = scanned(Block, cfg, cfg.n_layers, in_axes=(nn.broadcast,) * 4 + (0,))(cfg)
     self.norm = RMSNorm(cfg.norm_eps, cfg.dtype, cfg.param_dtype)
     self.output = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                           param_dtype=cfg.param_dtype, kernel_init=_kernel_init(("embed", "vocab")))
+                           param_dtype=cfg.param_dtype, kernel_init=kernel_init(("embed", "vocab")))
 
   def embed(self, tokens: jax.Array) -> jax.Array:
     return self.tok_embeddings(tokens)

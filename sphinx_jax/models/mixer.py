@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from sphinx_jax.configs import SphinxConfig
+from sphinx_jax.util.errors import UserError
 
 
 def convnext_tokens(feature_map: jax.Array, grid: int) -> jax.Array:
@@ -19,7 +20,7 @@ def convnext_tokens(feature_map: jax.Array, grid: int) -> jax.Array:
   row-major, with the mean token first."""
   factor = grid // feature_map.shape[1]
   if factor * feature_map.shape[1] != grid:
-    raise ValueError(f"ConvNeXt map {feature_map.shape[1:3]} does not tile the {grid}x{grid} grid")
+    raise UserError(f"ConvNeXt map {feature_map.shape[1:3]} does not tile the {grid}x{grid} grid")
   up = jnp.repeat(jnp.repeat(feature_map, factor, axis=1), factor, axis=2)
   tokens = up.reshape(up.shape[0], grid * grid, up.shape[-1])
   return jnp.concatenate([tokens.mean(axis=1, keepdims=True), tokens], axis=1)

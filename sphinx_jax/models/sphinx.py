@@ -7,14 +7,13 @@ are never differentiated).
 
 Image tokens are spliced at the slots where `image_mask` is set, in order: the flat image-token
 index of a slot is the number of image slots before it. A sample's images are its image slots
-[N, V, ...]; padded image slots (`image_valid` False) have no slots in the sequence.
+[N, V, ...]; padded images (beyond a row's image_mask.sum() / K) have no slots in the sequence.
 """
 from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sphinx_jax.configs import SphinxConfig
 from sphinx_jax.models.llama import Llama
@@ -25,7 +24,7 @@ from sphinx_jax.models.vision.qformer import Blip2
 from sphinx_jax.models.vision.vit import ViT
 
 
-class Sphinx(nn.Module):
+class SphinxNet(nn.Module):
   cfg: SphinxConfig
 
   def setup(self):
@@ -79,18 +78,9 @@ class Sphinx(nn.Module):
     return self.llm(tokens, **kwargs)
 
 
-def prompt_layout(token_ids, image_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-  """tokens and image_mask [1 + image_tokens + len(token_ids) - 1] for one image right after BOS
-  (token_ids[0]), as the reference lays out a single-image prompt."""
-  tokens = np.array([token_ids[0]] + [0] * image_tokens + list(token_ids[1:]), np.int32)
-  image_mask = np.zeros(tokens.shape, bool)
-  image_mask[1:1 + image_tokens] = True
-  return tokens, image_mask
-
-
 def init_params(cfg: SphinxConfig, rng: jax.Array, n_images: int = 1):
   """Boxed (logically partitioned) params for one sample with `n_images` image slots."""
   images = {k: jnp.zeros((1, n_images, cfg.n_views, s, s, 3), jnp.float32)
             for k, s in cfg.view_sizes.items()}
   tokens = jnp.zeros((1, 1), jnp.int32)
-  return Sphinx(cfg).init(rng, tokens, jnp.zeros((1, 1), bool), images)
+  return SphinxNet(cfg).init(rng, tokens, jnp.zeros((1, 1), bool), images)

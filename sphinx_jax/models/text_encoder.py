@@ -12,7 +12,9 @@ import jax
 import jax.numpy as jnp
 
 from sphinx_jax.configs import TextConfig
-from sphinx_jax.models.vision.vit import Block, kernel_init, layer_norm, scanned
+from sphinx_jax.models.layers import kernel_init, layer_norm, scanned
+from sphinx_jax.models.vision.vit import Block
+from sphinx_jax.util.errors import UserError
 
 
 class TextEncoder(nn.Module):
@@ -27,7 +29,7 @@ class TextEncoder(nn.Module):
   def __call__(self, tokens: jax.Array, valid: jax.Array) -> jax.Array:
     cfg = self.cfg
     if tokens.shape[1] > cfg.max_len:
-      raise ValueError(f"text of {tokens.shape[1]} tokens, more than max_len={cfg.max_len}")
+      raise UserError(f"text of {tokens.shape[1]} tokens, more than max_len={cfg.max_len}")
     x = nn.Embed(cfg.vocab_size, cfg.width, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                  embedding_init=kernel_init(("vocab", "embed")), name="embed")(tokens)
     pos = self.param("pos_embed", kernel_init(("positions", "embed")), (cfg.max_len, cfg.width),

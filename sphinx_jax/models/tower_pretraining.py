@@ -15,7 +15,7 @@ in for their pre-training, one objective per family as the originals:
 Pooling is the mean over every output token (class token and patches, map cells, queries), so
 the patch tokens the LLM will read are what is trained, not only a class token.
 
-The tower submodules have the names and shapes of models.sphinx.Sphinx's, so the trained towers
+The tower submodules have the names and shapes of models.sphinx.SphinxNet's, so the trained towers
 drop into a SPHINX params tree as they are (`TOWERS`).
 """
 from __future__ import annotations
@@ -31,7 +31,8 @@ from sphinx_jax.models.text_encoder import TextEncoder
 from sphinx_jax.models.vision.convnext import ConvNext
 from sphinx_jax.models.vision.normalize import clip_to_imagenet
 from sphinx_jax.models.vision.qformer import Blip2
-from sphinx_jax.models.vision.vit import ViT, dense
+from sphinx_jax.models.layers import dense
+from sphinx_jax.models.vision.vit import ViT
 
 TOWERS = ("clip", "convnext", "dinov2", "qformer")
 DINO_TEMPERATURE = 0.1

@@ -1,16 +1,8 @@
-"""Training configs: frozen dataclasses; experiment files in `configs/` return one `Experiment`.
-
-Command-line overrides address fields by dotted path (`--config.train.steps=100`); values are
-parsed as Python literals when they parse, else kept as strings. As in big_vision, a config file
-may take an argument, `file.py:arg` calling `get_config("arg")` (a variant of the file's config).
-"""
+"""Training configs: frozen dataclasses; a config file (launch/configs/, launch.config_files)
+returns one `Experiment`, or a recipe of several."""
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib.util
-from pathlib import Path
-from typing import Any
 
 from sphinx_jax.data.pipeline import DataConfig
 from sphinx_jax.sharding import MeshConfig
@@ -37,7 +29,7 @@ class TrainConfig:
   trainable: tuple[str, ...] = ("llm", "mixer")  # the towers stay frozen
   steps: int = 100
   micro_batches: int = 1  # gradient accumulation: the batch is split into this many steps
-  loss_weighting: str = "token"  # 'token' (the reference) or 'sample' (train.loss)
+  loss_weighting: str = "token"  # 'token' (the reference) or 'sample' (models.loss)
   param_dtype: str = "float32"  # master weights
   compute_dtype: str = "float32"  # 'bfloat16' for bf16 compute
   remat_policy: str = "none"
@@ -55,44 +47,3 @@ class Experiment:
   workdir: str
   train: TrainConfig
   data: DataConfig
-
-
-def load(path: str | Path, overrides: list[str] = ()) -> Any:
-  """`get_config()` (or `get_config(arg)` for `file.py:arg`) of a config file, with
-  `key.path=value` overrides applied: an Experiment, or a recipe.Recipe."""
-  path, sep, arg = str(path).partition(":")
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: config file not found")
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ValueError(f"{path}: defines no get_config()")
-  config = module.get_config(arg) if sep else module.get_config()
-  for item in overrides:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise ValueError(f"override {item!r} is not key.path=value")
-    config = override(config, key.removeprefix("config.").split("."), _literal(value))
-  return config
-
-
-def override(config: Any, path: list[str], value: Any) -> Any:
-  """A copy of dataclass `config` with the field at `path` set to `value`."""
-  name = path[0]
-  if not dataclasses.is_dataclass(config) or name not in {f.name for f in
-                                                          dataclasses.fields(config)}:
-    raise ValueError(f"no config field {name!r} in {type(config).__name__}")
-  if len(path) > 1:
-    value = override(getattr(config, name), path[1:], value)
-  elif isinstance(getattr(config, name), tuple) and isinstance(value, list):
-    value = tuple(value)
-  return dataclasses.replace(config, **{name: value})
-
-
-def _literal(text: str) -> Any:
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text

@@ -27,15 +27,16 @@ from sphinx_jax.configs import SphinxConfig, sphinx_preset
 from sphinx_jax.data import pipeline
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.skips import SkipLog
-from sphinx_jax.train import checkpointing, optimizer, run_config, workdir_lock
+from sphinx_jax.train import optimizer, run_config, state_checkpoints, workdir_lock
 from sphinx_jax.train import step as train_step
 from sphinx_jax.train.config import Experiment
 from sphinx_jax.train.flops import measured_peak_flops, step_flops
+from sphinx_jax.util.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class Diverged(ValueError):
+class Diverged(UserError):
   """The loss became NaN or infinite."""
 
 
@@ -52,7 +53,7 @@ def model_config(exp: Experiment) -> SphinxConfig:
   plan = VIEW_PLANS[exp.data.view_plan]
   sizes = (plan.vit.side, plan.convnext.input_side)
   if sizes != (cfg.dinov2.image_size, cfg.convnext_size):
-    raise ValueError(f"view plan {exp.data.view_plan!r} makes {sizes[0]}-px ViT and {sizes[1]}-px "
+    raise UserError(f"view plan {exp.data.view_plan!r} makes {sizes[0]}-px ViT and {sizes[1]}-px "
                      f"ConvNeXt views; the model's towers take {cfg.dinov2.image_size} and "
                      f"{cfg.convnext_size}")
   if cfg.view_plan != exp.data.view_plan:
@@ -60,10 +61,9 @@ def model_config(exp: Experiment) -> SphinxConfig:
              exp.data.view_plan, plan.num_views)
   cfg = cfg.replace(llm=cfg.llm.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
                                         remat_policy=t.remat_policy),
-                    view_plan=exp.data.view_plan, n_views=plan.num_views,
-                    max_images=exp.data.max_images)
+                    view_plan=exp.data.view_plan, n_views=plan.num_views)
   if cfg.image_tokens != exp.data.tokens_per_image:
-    raise ValueError(f"data has {exp.data.tokens_per_image} tokens per image, the model "
+    raise UserError(f"data has {exp.data.tokens_per_image} tokens per image, the model "
                      f"{cfg.image_tokens} ({plan.num_views} views of {cfg.tokens_per_view})")
   return cfg
 
@@ -74,14 +74,22 @@ def _export(workdir: Path, state, cfg: SphinxConfig, exp: Experiment) -> None:
     log.warning("multi-process run: no params export; the checkpoint in %s holds the params",
                 workdir / "checkpoints")
     return
-  checkpointing.export_params(workdir / f"params_step{int(state.step)}", state.params["params"],
+  state_checkpoints.export_params(workdir / f"params_step{int(state.step)}", state.params["params"],
                               cfg, exp.data.tokenizer)
 
 
-def _device_batch(batch: dict, shardings: dict) -> dict:
-  """Host batch -> global arrays; each process supplies only its addressable shards."""
-  return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
-                      batch, shardings)
+def source_metric_names(exp: Experiment) -> list[str]:
+  """'loss/<source>' for each source_id (a repeated label gets its index)."""
+  names = exp.data.source_names
+  return [f"loss/{n}" if names.count(n) == 1 else f"loss/{n}_{i}" for i, n in enumerate(names)]
+
+
+def _host_metrics(out: dict, source_names: list[str]) -> dict:
+  """Device metrics -> floats, the per-source losses under their names."""
+  out = jax.device_get(out)
+  by_source = out.pop("loss_by_source")
+  return {**{k: float(v) for k, v in out.items()},
+          **{name: float(v) for name, v in zip(source_names, by_source)}}
 
 
 def _finite(metrics: dict) -> dict:
@@ -121,11 +129,11 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
   mesh = sharding.make_mesh(t.mesh)
   tx = optimizer.make(t.optim, t.steps)
   abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh)
-  ckpts = checkpointing.Checkpoints(workdir / "checkpoints", t.checkpoint_every,
+  ckpts = state_checkpoints.Checkpoints(workdir / "checkpoints", t.checkpoint_every,
                                     t.keep_checkpoints)
   has_checkpoints = ckpts.latest_step() is not None
   if has_checkpoints and not resume:
-    raise ValueError(f"{workdir}: holds checkpoints up to step {ckpts.latest_step()}; pass "
+    raise UserError(f"{workdir}: holds checkpoints up to step {ckpts.latest_step()}; pass "
                      "--resume to continue that run, or use a new workdir")
   if has_checkpoints:
     run_config.check_resume(workdir, exp, resume_with_changes)
@@ -148,11 +156,12 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
     return {}
 
   first = next(data)
-  batch_shardings = train_step.batch_shardings(first, mesh)
+  batch_shardings = sharding.batch_shardings(first, mesh)
+  source_names = source_metric_names(exp)
   step_fn = train_step.jit_train_step(
-      train_step.make_train_step(cfg, tx, t.trainable, t.micro_batches, t.loss_weighting),
-      state_shardings,
-      batch_shardings, mesh)
+      train_step.make_train_step(cfg, tx, t.trainable, t.micro_batches, t.loss_weighting,
+                                 len(source_names)),
+      state_shardings, batch_shardings, mesh)
   schedule = optimizer.schedule(t.optim, t.steps)
   flops = step_flops(cfg, abstract.params["params"], first)
   peak = t.peak_flops or measured_peak_flops()
@@ -166,8 +175,8 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
                                        desc=label, dynamic_ncols=True) as bar:
       for step in range(start, t.steps):
         began = time.perf_counter()
-        state, out = step_fn(state, _device_batch(batch, batch_shardings))
-        out = {k: float(v) for k, v in jax.device_get(out).items()}
+        state, out = step_fn(state, sharding.put_batch(batch, mesh))
+        out = _host_metrics(out, source_names)
         seconds = time.perf_counter() - began
         if not np.isfinite(out["loss"]) or not np.isfinite(out["grad_norm"]):
           ckpts.wait()  # every checkpoint of this run is of a finite state, checksummed

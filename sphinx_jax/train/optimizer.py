@@ -8,6 +8,7 @@ import optax
 
 from sphinx_jax import sharding
 from sphinx_jax.train.config import OptimConfig
+from sphinx_jax.util.errors import UserError
 
 NO_DECAY = ("scale", "bias")  # norm weights and biases, as the reference's param groups
 
@@ -39,7 +40,7 @@ def split(params: dict, trainable: tuple[str, ...]) -> tuple[dict, dict]:
   """The inner params dict ({'llm':..., 'clip':..., ...}) as (trainable, frozen) subtrees."""
   unknown = set(trainable) - set(params)
   if unknown:
-    raise ValueError(f"trainable {sorted(unknown)} not in the model's {sorted(params)}")
+    raise UserError(f"trainable {sorted(unknown)} not in the model's {sorted(params)}")
   return ({k: v for k, v in params.items() if k in trainable},
           {k: v for k, v in params.items() if k not in trainable})
 

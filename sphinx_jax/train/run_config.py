@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sphinx_jax.util.errors import UserError
+from sphinx_jax.util.files import write_atomic
+
 log = logging.getLogger(__name__)
 FILE = "run_config.json"
 # Logging, checkpoint cadence, device layout and reader threads: the same run, computed alike.
@@ -61,10 +64,7 @@ def _matches(key: str, names) -> bool:
 
 
 def save(workdir: Path, config: Any) -> None:
-  path = Path(workdir) / FILE
-  tmp = path.with_name(f".{FILE}.tmp")
-  tmp.write_text(json.dumps(to_json(config), indent=1) + "\n")
-  tmp.replace(path)
+  write_atomic(Path(workdir) / FILE, json.dumps(to_json(config), indent=1) + "\n")
 
 
 def load(workdir: Path) -> Any | None:
@@ -74,7 +74,7 @@ def load(workdir: Path) -> Any | None:
   try:
     return json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: unreadable run config ({e}); restore it or start a new "
+    raise UserError(f"{path}: unreadable run config ({e}); restore it or start a new "
                      "workdir") from None
 
 
@@ -92,7 +92,7 @@ def check_resume(workdir: Path, config: Any, allowed: tuple[str, ...] = ()) -> N
     shown = "; ".join(f"{k}: {was.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
                       for k in refused[:5])
     more = f" (+{len(refused) - 5} more)" if len(refused) > 5 else ""
-    raise ValueError(f"{Path(workdir) / FILE}: the resumed config changes what the run computes: "
+    raise UserError(f"{Path(workdir) / FILE}: the resumed config changes what the run computes: "
                      f"{shown}{more}. To accept, pass --resume-with-changes "
                      f"{','.join(refused)} (a prefix such as 'data' names all its fields), "
                      "or use a new workdir")

@@ -8,15 +8,15 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from sphinx_jax import sharding
 from sphinx_jax.configs import SphinxConfig
-from sphinx_jax.models.sphinx import Sphinx, init_params
-from sphinx_jax.train.loss import SUM_KEYS, loss_sums, mean_losses
+from sphinx_jax.models.sphinx import SphinxNet, init_params
+from sphinx_jax.models.loss import loss_sums, mean_losses, zero_sums
 from sphinx_jax.train.optimizer import split, state_shardings
 
-BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "images")
+BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "images", "source_id")
 
 
 @flax.struct.dataclass
@@ -24,7 +24,6 @@ class TrainState:
   step: jax.Array
   params: Any  # {'params': {'llm': ..., 'clip': ..., ...}}
   opt_state: Any  # over the trainable subtrees only
-  rng: jax.Array  # uint32 key data: no op consumes randomness yet, kept for resumable dropout
 
 
 def abstract_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
@@ -38,9 +37,9 @@ def abstract_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
   train_shardings, _ = split(param_shardings["params"], trainable)
   opt_state, opt_shardings = state_shardings(tx, train, train_shardings, mesh)
   shardings = TrainState(step=sharding.replicated(mesh), params=param_shardings,
-                         opt_state=opt_shardings, rng=sharding.replicated(mesh))
+                         opt_state=opt_shardings)
   abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                        opt_state=opt_state, rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
+                        opt_state=opt_state)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
   return abstract, shardings
@@ -52,30 +51,25 @@ def init_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...], shardings: Tra
   def init(key, given):
     p = nn.unbox(init_params(cfg, key)) if given is None else given
     return TrainState(step=jnp.int32(0), params=p,
-                      opt_state=tx.init(split(p["params"], trainable)[0]),
-                      rng=jax.random.key_data(jax.random.fold_in(key, 1)))
+                      opt_state=tx.init(split(p["params"], trainable)[0]))
   return jax.jit(init, out_shardings=shardings)(jax.random.key(seed), params)
 
 
-def batch_shardings(batch: dict, mesh: Mesh) -> dict:
-  """Every batch array sharded on its leading (batch) axis over ('data', 'fsdp')."""
-  return jax.tree.map(lambda x: NamedSharding(mesh, PartitionSpec(
-      ("data", "fsdp"), *([None] * (len(x.shape) - 1)))), batch)
-
-
 def make_train_step(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
-                    micro_batches: int = 1, weighting: str = "token") -> Callable:
+                    micro_batches: int = 1, weighting: str = "token",
+                    num_sources: int = 1) -> Callable:
   """(state, batch) -> (state, metrics). The batch is split into `micro_batches` along its rows;
   gradients of the summed token losses are accumulated and divided by the total weight (the
-  token count, or the row count with `weighting='sample'`: train.loss).
+  token count, or the row count with `weighting='sample'`: models.loss). Metrics hold the loss
+  of each of the `num_sources` data sources ('loss_by_source', by the rows' `source_id`).
   Only the trainable subtrees are differentiated; the frozen ones pass through untouched."""
-  model = Sphinx(cfg)
+  model = SphinxNet(cfg)
 
   def sums_and_grads(train, frozen, batch):
     def loss_fn(t):
       logits, _ = model.apply({"params": {**t, **frozen}}, batch["tokens"], batch["image_mask"],
                               batch["images"], kv_mask=batch["valid"])
-      sums = loss_sums(logits, batch, weighting)
+      sums = loss_sums(logits, batch, weighting, num_sources)
       return sums["sum"], sums
     return jax.grad(loss_fn, has_aux=True)(train)
 
@@ -90,7 +84,7 @@ def make_train_step(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
       def accumulate(carry, one):
         return jax.tree.map(jnp.add, carry, sums_and_grads(train, frozen, one)), None
 
-      start = (jax.tree.map(jnp.zeros_like, train), dict.fromkeys(SUM_KEYS, jnp.float32(0)))
+      start = (jax.tree.map(jnp.zeros_like, train), zero_sums(num_sources))
       (grads, sums), _ = jax.lax.scan(accumulate, start, micro)
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1), grads)
     updates, opt_state = tx.update(grads, state.opt_state, train)

@@ -30,7 +30,7 @@ from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.models.sphinx import init_params
 from sphinx_jax.models.tower_pretraining import TOWERS, TowerPretraining, pretraining_loss
 from sphinx_jax.sharding import MeshConfig
-from sphinx_jax.train import checkpointing, optimizer
+from sphinx_jax.train import optimizer, state_checkpoints
 from sphinx_jax.train.config import OptimConfig
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def pretrain(config: TowersConfig, label: str = "stage 0: towers") -> tuple[Towe
   skips = SkipLog()
   data = iter(batches(config.data, skips))
   first = next(data)
-  batch_shardings = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim), first)
+  batch_shardings = sharding.batch_shardings(first, mesh)
   step = jax.jit(step, donate_argnums=(0, 1),
                  in_shardings=(shardings, opt_shardings, batch_shardings),
                  out_shardings=(shardings, opt_shardings, sharding.replicated(mesh)))
@@ -114,7 +114,7 @@ def pretrain(config: TowersConfig, label: str = "stage 0: towers") -> tuple[Towe
     for i in range(config.steps):
       began = time.perf_counter()
       with sharding.use_mesh(mesh):  # only the step: the data's host ops run outside the mesh
-        params, opt_state, out = step(params, opt_state, batch)
+        params, opt_state, out = step(params, opt_state, sharding.put_batch(batch, mesh))
       out = {k: float(v) for k, v in jax.device_get(out).items()}
       if not np.isfinite(out["loss"]):
         raise FloatingPointError(f"stage 0 step {i + 1}: loss {out['loss']}; stopping")
@@ -142,4 +142,4 @@ def export(config: TowersConfig, cfg: SphinxConfig, trained: dict) -> Path:
   fresh = jax.device_get(nn.unbox(jax.jit(lambda k: init_params(cfg, k))(
       jax.random.key(config.seed))))
   inner = {**fresh["params"], **{k: v for k, v in trained["params"].items() if k in TOWERS}}
-  return checkpointing.export_params(export_dir(config), inner, cfg, config.data.tokenizer)
+  return state_checkpoints.export_params(export_dir(config), inner, cfg, config.data.tokenizer)

@@ -14,11 +14,13 @@ import socket
 import time
 from pathlib import Path
 
+from sphinx_jax.util.errors import UserError
+
 log = logging.getLogger(__name__)
 FILE = ".lock"
 
 
-class WorkdirLocked(ValueError):
+class WorkdirLocked(UserError):
   """Another live run holds the workdir."""
 
 

@@ -10,8 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sphinx_jax.configs import ConvNextConfig
-from sphinx_jax.models.vision.vit import (ACTIVATIONS, PatchConv, dense, kernel_init, layer_norm,
-                                          scanned, zeros_init)
+from sphinx_jax.models.layers import dense, kernel_init, layer_norm, scanned, zeros_init
+from sphinx_jax.models.vision.vit import ACTIVATIONS, PatchConv
 
 _MAP_AXES = ("batch", None, None, "act_embed")
 

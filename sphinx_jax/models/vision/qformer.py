@@ -11,8 +11,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sphinx_jax.configs import Blip2Config, QFormerConfig
-from sphinx_jax.models.vision.vit import (ACTIVATIONS, Attention, ViT, dense, kernel_init,
-                                          layer_norm, scanned)
+from sphinx_jax.models.layers import dense, kernel_init, layer_norm, scanned
+from sphinx_jax.models.vision.vit import ACTIVATIONS, Attention, ViT
 
 
 class QFormerLayer(nn.Module):

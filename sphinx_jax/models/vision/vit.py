@@ -4,7 +4,7 @@ The variants differ only in config fields: QuickGELU / GELU / SwiGLU FFN, CLIP's
 layerscale, a bias on the patch conv. All three end with a LayerNorm over every token, which is
 the feature SPHINX takes (CLIP's ln_post without `proj`, DINOv2's norm, BLIP-2's
 post_layernorm). Blocks are one `nn.scan` (stacked params under `layers`), so compile time does
-not grow with depth. The building blocks the ConvNeXt and Q-Former share live here too.
+not grow with depth. Its Attention and Block serve the Q-Former and the text encoder too.
 """
 from __future__ import annotations
 
@@ -15,42 +15,13 @@ import jax
 import jax.numpy as jnp
 
 from sphinx_jax.configs import ViTConfig
-from sphinx_jax.models.llama import REMAT_POLICIES
+from sphinx_jax.models.layers import dense, kernel_init, layer_norm, scanned, zeros_init
+from sphinx_jax.util.errors import UserError
 
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),  # torch nn.GELU / HF "gelu"
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),  # OpenAI CLIP
 }
-
-
-def kernel_init(axes: tuple[str | None, ...], stddev: float = 0.02):
-  return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
-
-
-def zeros_init(axes: tuple[str | None, ...]):
-  return nn.with_logical_partitioning(nn.initializers.zeros, axes)
-
-
-def layer_norm(cfg, eps: float, name: str) -> nn.LayerNorm:
-  """LayerNorm over the last axis with torch's two-pass variance (activations of the giant
-  towers are large, where E[x^2] - E[x]^2 loses digits)."""
-  return nn.LayerNorm(
-      epsilon=eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, use_fast_variance=False,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-      bias_init=zeros_init(("embed",)), name=name)
-
-
-def dense(cfg, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
-  return nn.Dense(features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                  kernel_init=kernel_init(axes), bias_init=zeros_init(axes[1:]), name=name)
-
-
-def scanned(block: type[nn.Module], cfg, length: int, in_axes=()):
-  """`block` scanned `length` times, params stacked on a leading 'layers' axis, optional remat."""
-  if cfg.remat_policy != "none":
-    block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-  return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                 in_axes=in_axes, length=length, metadata_params={nn.PARTITION_NAME: "layers"})
 
 
 class PatchConv(nn.Module):
@@ -167,7 +138,7 @@ class ViT(nn.Module):
   def __call__(self, pixels):
     cfg = self.cfg
     if pixels.shape[1:3] != (cfg.image_size, cfg.image_size):
-      raise ValueError(f"ViT expects {cfg.image_size}x{cfg.image_size} images, got "
+      raise UserError(f"ViT expects {cfg.image_size}x{cfg.image_size} images, got "
                        f"{pixels.shape[1]}x{pixels.shape[2]}")
     x = PatchConv(cfg.width, cfg.patch_size, cfg.patch_bias, cfg.dtype, cfg.param_dtype,
                   name="patch_embed")(pixels)

@@ -1,4 +1,5 @@
-"""Adapters for the held-out split of the synthetic world (`data.synthetic.write_world`), which
+"""The recipe's benchmarks (`register()` adds them to eval.benchmarks): adapters for the held-out
+split of the synthetic world (`data.synthetic.write_world`), which
 the embedded default scores itself on: `root` is the world, `split` its folder (`eval`).
 
 - synthetic_vqa: `vqa.jsonl` ({image, question, answer, type}); scored per type (colour, shape,
@@ -13,12 +14,15 @@ Prompts are the training instructions (data.tasks), which are Accessory's evalua
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from PIL import Image
 
 from sphinx_jax.data import tasks
-from sphinx_jax.eval import prompts
+from sphinx_jax.eval import detection, prompts, rec
+from sphinx_jax.eval import benchmarks
+from sphinx_jax.eval.benchmarks import EXACT_MATCH, Benchmark
 from sphinx_jax.eval.samples import Sample, field, image_under, read_jsonl
 
 
@@ -57,3 +61,19 @@ def read_rec(root: Path, split: str, **_) -> list[Sample]:
 def read_detection(root: Path, split: str, **_) -> list[Sample]:
   return [Sample(sid, (image,), tasks.DETECTION, field(r, "objects", where), _size(image))
           for sid, image, r, where in _records(root, split, "detection")]
+
+
+BENCHMARKS = {
+    "synthetic_vqa": Benchmark(read_vqa, EXACT_MATCH, 10, "eval"),
+    "synthetic_ocr": Benchmark(functools.partial(read_vqa, name="ocr"), EXACT_MATCH, 10, "eval"),
+    "synthetic_rec": Benchmark(read_rec, rec.accuracy, 30, "eval"),
+    "synthetic_detection": Benchmark(read_detection, detection.f1, 128, "eval"),
+    "synthetic_vqa_swapped": Benchmark(functools.partial(read_vqa, swap=True), EXACT_MATCH, 10,
+                                       "eval"),
+}
+
+
+def register() -> None:
+  """Make the synthetic_* names known to `eval.runner.evaluate` and `launch eval`."""
+  for name, benchmark in BENCHMARKS.items():
+    benchmarks.register(name, benchmark)

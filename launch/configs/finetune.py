@@ -1,13 +1,13 @@
 """Fine-tuning a converted release on your own dialogs (LLaMA2-Accessory / LLaVA JSON):
 
   python -m launch convert accessory --src SPHINX-1k --dst ckpt/sphinx_1k
-  SPHINX_INIT=ckpt/sphinx_1k SPHINX_DATA=my_data python -m launch train --config configs/finetune.py
+  SPHINX_INIT=ckpt/sphinx_1k SPHINX_DATA=my_data python -m launch train --config finetune
 
 The recipe of the SPHINX README: lr 2e-5, 3% warmup, global batch 16 x data-parallel size.
 """
 import dataclasses
 
-from configs.recipes import stage2
+from launch.configs.recipes import stage2
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """The recipe's report (recipe.py): what each stage achieved, on the world's held-out scenes.
 
-- Stage 0: each tower's zero-shot accuracy (eval/towers.py, computed when stage 0 ends), and a
-  linear probe on the image tokens of the stage-0 checkpoint (eval/probe.py): what the LLM could
+- Stage 0: each tower's zero-shot accuracy (recipe/tower_eval.py, computed when stage 0 ends), and a
+  linear probe on the image tokens of the stage-0 checkpoint (recipe/probe.py): what the LLM could
   read before it is trained.
 - The final (stage 2) model: VQA accuracy per question type, REC Acc@0.5, OCR exact match and
   detection F1@0.5 (the synthetic_* benchmarks; predictions under `workdir/eval/`), each next to
@@ -27,13 +27,14 @@ from sphinx_jax.data.pipeline import DataConfig
 from sphinx_jax.data.records import read_image_file
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.eval import detection, rec
-from sphinx_jax.eval.loss import mean_loss
-from sphinx_jax.eval.probe import probe
 from sphinx_jax.eval.runner import evaluate
 from sphinx_jax.eval.samples import read_jsonl
 from sphinx_jax.inference import grounding
 from sphinx_jax.inference.sphinx_model import Sphinx
-from sphinx_jax.train import plots
+from sphinx_jax.recipe import synthetic_benchmarks
+from sphinx_jax.recipe.heldout_loss import mean_loss
+from sphinx_jax.recipe.probe import probe
+from sphinx_jax.util import plots
 
 log = logging.getLogger(__name__)
 VERSION = 2  # bump when the report's contents change: a finished report is then redone
@@ -56,6 +57,7 @@ def make(world: Path, checkpoints: dict[str, Path], metrics: dict[str, Path], ze
   results["probe"] = probe(Sphinx.from_pretrained(checkpoints["start"]), world, report.limit)
   final = Sphinx.from_pretrained(checkpoints["stage2"])
   scores, records = {}, {}
+  synthetic_benchmarks.register()
   for name in ("vqa", "vqa_swapped", "rec", "ocr", "detection"):
     log.info("report: synthetic_%s", name)
     out = workdir / "eval" / name

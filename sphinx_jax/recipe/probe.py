@@ -19,11 +19,10 @@ import numpy as np
 import optax
 from PIL import Image
 
-from sphinx_jax import sharding
 from sphinx_jax.data import synthetic
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.sample import views
-from sphinx_jax.models.sphinx import Sphinx as SphinxModule
+from sphinx_jax.util.errors import UserError
 
 COLOURS, SHAPES = list(synthetic.COLOURS), list(synthetic.SHAPES)
 _QUESTIONS = {"colour": re.compile(r"What colour is the (\w+)\?"),
@@ -38,8 +37,6 @@ def image_tokens(model, world: Path, split: str, limit: int | None = None,
   lines = (Path(world) / split / "scenes.jsonl").read_text().splitlines()[:limit]
   scenes = [json.loads(line) for line in lines]
   plan = VIEW_PLANS[model.config.view_plan]
-  encode = jax.jit(lambda p, images: SphinxModule(model.config).apply(
-      p, images, method=SphinxModule.encode_images))
   out = []
   for start in range(0, len(scenes), batch):
     stacks = []
@@ -47,8 +44,7 @@ def image_tokens(model, world: Path, split: str, limit: int | None = None,
       with Image.open(Path(world) / split / s["image"]) as image:
         stacks.append(views([image], plan))  # views scale 16-bit
     images = {k: np.concatenate([v[k] for v in stacks]) for k in stacks[0]}
-    with sharding.use_mesh(model.mesh):
-      out.append(np.asarray(encode(model.params, images), np.float32))
+    out.append(model.encode_images(images))
   tokens = np.concatenate(out)
   return scenes, tokens.reshape(len(tokens), -1)
 
@@ -88,7 +84,7 @@ def answer(z: np.ndarray, question: str, kind: str) -> str:
   """The probe's answer to a held-out question from one image's scores z [4, 3]."""
   found = _QUESTIONS[kind].match(question)
   if found is None:
-    raise ValueError(f"not a synthetic {kind} question: {question!r}")
+    raise UserError(f"not a synthetic {kind} question: {question!r}")
   if kind == "colour":
     return COLOURS[int(z[:, SHAPES.index(found.group(1))].argmax())]
   if kind == "shape":

@@ -15,7 +15,7 @@ from sphinx_jax.data.sources import Captions, Conversations, Task, TextCorpus
 from sphinx_jax.sharding import MeshConfig
 from sphinx_jax.train.config import Experiment, OptimConfig, TrainConfig
 
-DATA = Path(os.environ.get("SPHINX_DATA", "data"))
+DATA_ROOT = Path(os.environ.get("SPHINX_DATA", "data"))
 INIT = os.environ.get("SPHINX_INIT", "ckpt/sphinx")
 STAGE2_TASKS = ("vqa", "multiple_choice", "rec", "reg", "detection", "layout", "pose",
                 "grounded_caption", "relation")
@@ -36,10 +36,10 @@ def stage1(domain: str, variant: str = "sphinx") -> Experiment:
       workdir=f"runs/stage1_{domain}",
       train=_train(50_000, OptimConfig(lr=5e-5, min_lr=5e-6, warmup_steps=2000)),
       data=DataConfig(
-          tokenizer=str(DATA / "tokenizer.model"),
-          sources=(Captions(str(DATA / f"captions_{domain}.jsonl"),
-                            image_root=str(DATA / "images")),),
-          corpus=TextCorpus(str(DATA / "corpus.jsonl")), text_rows=4,
+          tokenizer=str(DATA_ROOT / "tokenizer.model"),
+          sources=(Captions(str(DATA_ROOT / f"captions_{domain}.jsonl"),
+                            image_root=str(DATA_ROOT / "images")),),
+          corpus=TextCorpus(str(DATA_ROOT / "corpus.jsonl")), text_rows=4,
           view_plan=model.view_plan, tokens_per_image=model.image_tokens, seq_len=2048,
           batch_size=16))
 
@@ -47,14 +47,14 @@ def stage1(domain: str, variant: str = "sphinx") -> Experiment:
 def stage2(variant: str = "sphinx_1k", init_from: str = INIT) -> Experiment:
   """Multi-task fine-tuning on dialogs and Table-1 tasks (2e-5 -> 0, 3% warmup)."""
   model = SPHINX_PRESETS[variant]
-  tasks = tuple(Task(str(DATA / "tasks" / f"{t}.jsonl"), t, image_root=str(DATA / "images"))
+  images = str(DATA_ROOT / "images")
+  tasks = tuple(Task(str(DATA_ROOT / "tasks" / f"{t}.jsonl"), t, image_root=images)
                 for t in STAGE2_TASKS)
   return Experiment(
       workdir=f"runs/stage2_{variant}",
       train=_train(20_000, OptimConfig(lr=2e-5, min_lr=0.0, warmup_ratio=0.03), init_from),
       data=DataConfig(
-          tokenizer=str(DATA / "tokenizer.model"),
-          sources=(Conversations(str(DATA / "dialogs.jsonl"), image_root=str(DATA / "images")),
-                   *tasks),
+          tokenizer=str(DATA_ROOT / "tokenizer.model"),
+          sources=(Conversations(str(DATA_ROOT / "dialogs.jsonl"), image_root=images), *tasks),
           view_plan=model.view_plan, tokens_per_image=model.image_tokens, seq_len=3072,
           batch_size=16))

@@ -1,7 +1,7 @@
-"""A tiny SPHINX trained on the small fixture in configs/data_example/: for tests and smoke runs
+"""A tiny SPHINX trained on the small fixture in data_example/: for tests and smoke runs
 on a laptop CPU (seconds per step).
 
-  python -m launch train --config configs/tiny.py --config.workdir=runs/tiny
+  python -m launch train --config tiny --config.workdir=runs/tiny
 """
 from pathlib import Path
 

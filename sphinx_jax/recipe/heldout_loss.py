@@ -1,14 +1,13 @@
 """Held-out loss: the mean next-token loss over one ordered pass of a source (how the embedded
 default compares the real, synthetic and mixed stage-1 models on each caption domain).
 
-The loss is the training loss (train.loss: supervised slots only, summed then divided by the
+The loss is the training loss (models.loss: supervised slots only, summed then divided by the
 token count), so it is comparable to the training curves. Bad records are skipped and counted.
 """
 from __future__ import annotations
 
 import functools
 
-import jax
 
 from sphinx_jax import sharding
 from sphinx_jax.data.batching import collate
@@ -16,9 +15,6 @@ from sphinx_jax.data.pipeline import Guarded
 from sphinx_jax.data.sample import Layout, make_sample
 from sphinx_jax.data.skips import Skipped
 from sphinx_jax.data.tokenizer import Tokenizer
-from sphinx_jax.eval.generation import shard_rows
-from sphinx_jax.models.sphinx import Sphinx as SphinxModule
-from sphinx_jax.train.loss import loss_sums
 
 
 def mean_loss(model, source, layout: Layout, tokenizer: Tokenizer, batch_size: int = 16,
@@ -36,17 +32,8 @@ def mean_loss(model, source, layout: Layout, tokenizer: Tokenizer, batch_size: i
     chunk = samples[start:start + rows]
     batch = collate(chunk + [chunk[0]] * (rows - len(chunk)), layout)
     batch["loss_mask"][len(chunk):] = False  # padding rows count nothing
-    batch = {k: batch[k] for k in ("tokens", "image_mask", "loss_mask", "valid", "images")}
-    with sharding.use_mesh(model.mesh):
-      sums = _sums(model.params, jax.tree.map(functools.partial(shard_rows, model.mesh), batch),
-                   cfg=model.config)
+    sums = model.loss_sums(batch)
     total += float(sums["sum"])
     count += float(sums["count"])
   return {"loss": total / max(count, 1), "tokens": int(count), "skipped": skipped}
 
-
-@functools.partial(jax.jit, static_argnames="cfg")
-def _sums(params, batch, *, cfg):
-  logits, _ = SphinxModule(cfg).apply(params, batch["tokens"], batch["image_mask"],
-                                      batch["images"], kv_mask=batch["valid"])
-  return loss_sums(logits, batch)

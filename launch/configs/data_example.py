@@ -1,7 +1,7 @@
-"""Example data config over the small fixture in configs/data_example/ (a tiny tokenizer, three
+"""Example data config over the small fixture in data_example/ (a tiny tokenizer, three
 drawn shapes, dialogs, REC annotations and a MIMIC-IT in-context set):
 
-  python -m launch data --config configs/data_example.py --show 4 --check
+  python -m launch data --config data_example --show 4 --check
 
 A data config is a python file defining DATA, a `DataConfig`: the tokenizer, the sources and
 their mixture weights (default: proportional to size), the model variant's view plan and image

@@ -1,7 +1,7 @@
 """SPHINX's whole method as one resumable run, preceded by the towers' own pre-training:
 world -> stage 0 (towers) -> stage 1 on two domains -> weight mixing -> stage 2 -> report.
 `launch train` runs a `Recipe` the way it runs an `Experiment`; the embedded default
-(configs/default.py) is one, on the synthetic world (data.synthetic).
+(launch/configs/default.py) is one, on the synthetic world (data.synthetic).
 
 The chain is fixed by the method, not by the configs: stage1_real starts from stage 0's towers
 (frozen from then on, a fresh LLM), stage1_synthetic from stage1_real's final params, the mix of
@@ -19,7 +19,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,12 +26,12 @@ from typing import Callable
 from sphinx_jax.checkpoints.mix import mix
 from sphinx_jax.data import synthetic
 from sphinx_jax.data.tokenizer import Tokenizer
-from sphinx_jax.eval import report
-from sphinx_jax.eval import towers as tower_eval
-from sphinx_jax.eval.runner import write_atomic
+from sphinx_jax.recipe import report, tower_eval
 from sphinx_jax.train import towers
 from sphinx_jax.train.config import Experiment
 from sphinx_jax.train.loop import train
+from sphinx_jax.util.errors import UserError
+from sphinx_jax.util.files import building, write_atomic
 
 log = logging.getLogger(__name__)
 MARKER = "stage.json"
@@ -175,12 +174,9 @@ def _start(directory: Path, key: str) -> None:
 
 def _write_world(world: World, key: str) -> None:
   """The world at `world.root`, written aside and renamed (a half-written world is never used)."""
-  root = Path(world.root)
-  tmp = root.with_name(f".{root.name}.partial")
-  shutil.rmtree(tmp, ignore_errors=True)
-  synthetic.write_world(tmp, world.n_train, world.n_eval, world.seed)
-  (tmp / MARKER).write_text(json.dumps({"key": key, "seconds": 0.0}))
-  tmp.rename(root)
+  with building(world.root) as tmp:
+    synthetic.write_world(tmp, world.n_train, world.n_eval, world.seed)
+    (tmp / MARKER).write_text(json.dumps({"key": key, "seconds": 0.0}))
 
 
 def _stage0(config: towers.TowersConfig, world: Path, key: str) -> None:
@@ -198,6 +194,15 @@ def _train(exp: Experiment, key: str, label: str) -> None:
   train(exp, resume=True, label=label)
 
 
+def ensure_world(recipe: Recipe) -> Path:
+  """Step 1 alone: the world the stages read (`launch data` shows a recipe's samples before
+  anything is trained)."""
+  root, world = Path(recipe.workdir), Path(recipe.world.root)
+  key = keys(recipe)["world"]
+  _run_step(root, "world", world, key, world.is_dir, lambda: _write_world(recipe.world, key), 1)
+  return world
+
+
 def run(recipe: Recipe) -> dict:
   """Every step of the recipe not done yet; returns the report's results."""
   root = Path(recipe.workdir)
@@ -206,13 +211,13 @@ def run(recipe: Recipe) -> dict:
   world = Path(recipe.world.root)
   for name in ("stage1_real", "stage1_synthetic", "stage2"):
     if Path(exps[name].data.tokenizer).parent != world:
-      raise ValueError(f"{name} reads {exps[name].data.tokenizer}, not the world at {world}; "
-                       f"build the stages from world.root (configs/default.py takes workdir=)")
+      raise UserError(f"{name} reads {exps[name].data.tokenizer}, not the world at {world}; "
+                       f"build the stages from world.root (the default config takes workdir=)")
   k = keys(recipe)
   seconds = {}
   real, synth, stage2 = exps["stage1_real"], exps["stage1_synthetic"], exps["stage2"]
   steps = {
-      "world": (world, lambda: world.is_dir(), lambda: _write_world(recipe.world, k["world"])),
+      "world": (world, world.is_dir, lambda: _write_world(recipe.world, k["world"])),
       "stage0": (Path(exps["stage0"].workdir),
                  lambda: (Path(exps["stage0"].workdir) / towers.ZERO_SHOT).is_file(),
                  lambda: _stage0(exps["stage0"], world, k["stage0"])),

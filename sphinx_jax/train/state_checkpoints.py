@@ -1,4 +1,5 @@
-"""Train checkpoints (Orbax CheckpointManager, async, keep-N): the train state, the data
+"""Train-state checkpoints for resuming (Orbax CheckpointManager, async, keep-N; not the params
+checkpoints users load, which are checkpoints/params_io): the train state, the data
 iterator's state and the state's per-array checksums side by side, so `--resume` continues
 exactly and never from a corrupt step; and the params-only export."""
 from __future__ import annotations

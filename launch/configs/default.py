@@ -19,14 +19,14 @@ a tiny world; the test suite runs it; its own default workdir), `workdir=PATH` (
 runs/default; the world is written inside it) and `seed=N` (the world, the initialisations and
 the data order; default 0):
 
-  python -m launch train --config configs/default.py:fast,workdir=/tmp/default
+  python -m launch train --config default:fast,workdir=/tmp/default
 """
 from sphinx_jax.configs import SPHINX_PRESETS
 from sphinx_jax.data import synthetic
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.pairs import PairsConfig
 from sphinx_jax.data.pipeline import DataConfig
-from sphinx_jax.recipe import Recipe, Report, World
+from sphinx_jax.recipe.chain import Recipe, Report, World
 from sphinx_jax.sharding import MeshConfig
 from sphinx_jax.train.config import Experiment, OptimConfig, TrainConfig
 from sphinx_jax.train.towers import TowersConfig

@@ -1,6 +1,0 @@
-"""Stage 1 on the synthetic caption domain (plus text-only rows); see configs/recipes.py."""
-from configs.recipes import stage1
-
-
-def get_config():
-  return stage1("synthetic")

@@ -1,0 +1,41 @@
+"""What every network here is built from: logically partitioned initialisers, torch-exact
+LayerNorm, Dense, and a scanned (optionally rematerialised) stack of blocks. Layers are one
+`nn.scan`, so compile time does not grow with depth; `configs.REMAT_POLICIES` is the one table
+of what a scanned block keeps for the backward pass."""
+from __future__ import annotations
+
+import flax.linen as nn
+
+from sphinx_jax.configs import REMAT_POLICIES
+
+
+def kernel_init(axes: tuple[str | None, ...], stddev: float = 0.02):
+  return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def zeros_init(axes: tuple[str | None, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros, axes)
+
+
+def layer_norm(cfg, eps: float, name: str) -> nn.LayerNorm:
+  """LayerNorm over the last axis with torch's two-pass variance (activations of the giant
+  towers are large, where E[x^2] - E[x]^2 loses digits)."""
+  return nn.LayerNorm(
+      epsilon=eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, use_fast_variance=False,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      bias_init=zeros_init(("embed",)), name=name)
+
+
+def dense(cfg, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+  return nn.Dense(features, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                  kernel_init=kernel_init(axes), bias_init=zeros_init(axes[1:]), name=name)
+
+
+def scanned(block: type[nn.Module], cfg, length: int, in_axes=()):
+  """`block` scanned `length` times, params stacked on a leading 'layers' axis, rematerialised
+  by `cfg.remat_policy`."""
+  policy = REMAT_POLICIES[cfg.remat_policy]
+  if policy is not None:
+    block = nn.remat(block, policy=policy, prevent_cse=False)
+  return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                 in_axes=in_axes, length=length, metadata_params={nn.PARTITION_NAME: "layers"})

@@ -1,0 +1,60 @@
+"""Next-token cross entropy over supervised slots only (image slots and padding never count).
+
+The loss at slot i predicts tokens[i+1] where loss_mask[i+1]: the last image slot predicts the
+first text token after it, as the reference's `output(h[:, image_words:])`. Sums and counts are
+returned so micro-batches and hosts combine exactly; rows with images and text-only rows are
+also summed apart (the paper's two stage-1 curves), and so is each data source (by the rows'
+`source_id`: stage 1's domains and its text corpus, stage 2's tasks).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sphinx_jax.util.errors import UserError
+
+
+SUM_KEYS = ("sum", "count", "tokens", "image_sum", "image_count", "text_sum", "text_count")
+SOURCE_KEYS = ("source_sum", "source_count")  # [num_sources] each
+WEIGHTINGS = ("token", "sample")
+
+
+def zero_sums(num_sources: int) -> dict:
+  """What `loss_sums` returns, all zeros: the start of an accumulation over micro-batches."""
+  return {**dict.fromkeys(SUM_KEYS, jnp.float32(0)),
+          **{k: jnp.zeros(num_sources, jnp.float32) for k in SOURCE_KEYS}}
+
+
+def loss_sums(logits, batch, weighting: str = "token", num_sources: int = 1) -> dict:
+  """{'sum', 'count', 'tokens', 'image_sum', 'image_count', 'text_sum', 'text_count'} (float32
+  scalars) and {'source_sum', 'source_count'} ([num_sources], by `batch['source_id']`): sum /
+  count is the loss. `weighting` 'token' (the reference): every supervised token counts once;
+  'sample': each row's tokens share one unit of weight, so a one-word answer weighs as much as a
+  list of boxes (count is then the number of supervised rows)."""
+  if weighting not in WEIGHTINGS:
+    raise UserError(f"loss weighting {weighting!r} is not one of {WEIGHTINGS}")
+  targets = batch["tokens"][:, 1:]
+  supervised = (batch["loss_mask"][:, 1:] & batch["valid"][:, 1:]).astype(jnp.float32)
+  weights = supervised
+  if weighting == "sample":
+    weights = supervised / jnp.maximum(supervised.sum(axis=1, keepdims=True), 1)
+  per_token = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], targets) * weights
+  has_image = batch["image_mask"].any(axis=1).astype(jnp.float32)[:, None]
+  by_source = lambda x: jax.ops.segment_sum(  # noqa: E731
+      x.sum(axis=1), batch["source_id"], num_segments=num_sources)
+  return {"sum": per_token.sum(), "count": weights.sum(), "tokens": supervised.sum(),
+          "image_sum": (per_token * has_image).sum(), "image_count": (weights * has_image).sum(),
+          "text_sum": (per_token * (1 - has_image)).sum(),
+          "text_count": (weights * (1 - has_image)).sum(),
+          "source_sum": by_source(per_token), "source_count": by_source(weights)}
+
+
+def mean_losses(sums: dict) -> dict:
+  """'loss' over all supervised tokens (0 if none), 'loss_image_text', 'loss_text_only' and
+  'loss_by_source' ([num_sources]; NaN where the batch has no such rows)."""
+  ratio = lambda s, c: jnp.where(c > 0, s / jnp.maximum(c, 1), jnp.nan)  # noqa: E731
+  return {"loss": sums["sum"] / jnp.maximum(sums["count"], 1),
+          "loss_image_text": ratio(sums["image_sum"], sums["image_count"]),
+          "loss_text_only": ratio(sums["text_sum"], sums["text_count"]),
+          "loss_by_source": ratio(sums["source_sum"], sums["source_count"])}

@@ -1,0 +1,1 @@
+"""Helpers every layer may use: atomic file and directory writes (files), loss plots (plots)."""
