@@ -27,7 +27,7 @@ from sphinx_jax.data.image import VIEW_PLANS, preprocess  # noqa: E402
 from sphinx_jax.data.sample import views  # noqa: E402
 from sphinx_jax.data.skips import SkipLog  # noqa: E402
 
-TOKENIZER = Path(__file__).parent.parent / "configs" / "data_example" / "tokenizer.model"
+TOKENIZER = Path(__file__).parent.parent / "launch" / "configs" / "data_example" / "tokenizer.model"
 WORDS = "the a red green blue circle square left right top of in is image shape how many".split()
 
 

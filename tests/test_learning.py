@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from sphinx_jax.configs import sphinx_preset
-from sphinx_jax.data import pipeline, sources, synthetic, tasks, templates
+from sphinx_jax.data import pipeline, sources, synthetic, synthetic_scenes, tasks, templates
 from sphinx_jax.data.pairs import PairsConfig
 from sphinx_jax.data.skips import SkipLog
 from sphinx_jax.data.tokenizer import Tokenizer
@@ -112,19 +112,19 @@ def one_colour_world(tmp_path_factory):
   """Images that are one colour all over, asked "What colour is the image?"."""
   root = tmp_path_factory.mktemp("sanity")
   rng = np.random.default_rng(0)
-  names = list(synthetic.COLOURS)
+  names = list(synthetic_scenes.COLOURS)
   texts = []
   for split, n in (("train", 256), ("eval", 64)):
     (root / split / "images").mkdir(parents=True)
     records = []
     for i in range(n):
       colour = names[int(rng.integers(len(names)))]
-      Image.new("RGB", synthetic.IMAGE_SIZE, synthetic.COLOURS[colour]).save(
+      Image.new("RGB", synthetic_scenes.IMAGE_SIZE, synthetic_scenes.COLOURS[colour]).save(
           root / split / "images" / f"{i}.png")
       records.append({"image": f"images/{i}.png", "question": "What colour is the image?",
                       "answer": colour, "type": "colour"})
     (root / split / "vqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    texts += [templates.conversation_prompt(tasks.vqa(r, synthetic.IMAGE_SIZE))
+    texts += [templates.conversation_prompt(tasks.vqa(r, synthetic_scenes.IMAGE_SIZE))
               for r in records]
   synthetic.train_tokenizer(texts * 4, root / "tokenizer.model")
   return root

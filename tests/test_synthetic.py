@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sphinx_jax.configs import sphinx_preset
-from sphinx_jax.data import pipeline, synthetic
+from sphinx_jax.data import pipeline, synthetic, synthetic_scenes, synthetic_text
 from sphinx_jax.data.skips import SkipLog
 from sphinx_jax.data.tokenizer import Tokenizer
 
@@ -48,10 +48,10 @@ def test_boxes_enclose_the_drawn_objects(world):
     pixels = np.asarray(Image.open(root / s["image"]).convert("RGB"))
     for o in s["objects"]:
       x1, y1, x2, y2 = o["box"]
-      colour = np.all(pixels == synthetic.COLOURS[o["colour"]], axis=-1)
+      colour = np.all(pixels == synthetic_scenes.COLOURS[o["colour"]], axis=-1)
       assert colour[y1:y2, x1:x2].mean() > 0.4, o  # mostly the object (a triangle fills half)
       # Around the box (within the gap kept between things) the colour ends exactly at its edges.
-      g = synthetic.GAP - 1
+      g = synthetic_scenes.GAP - 1
       near = np.zeros_like(colour)
       near[max(y1 - g, 0):y2 + g, max(x1 - g, 0):x2 + g] = True
       ys, xs = np.nonzero(colour & near)
@@ -92,27 +92,27 @@ def test_every_record_loads_and_batches_flow(world):
 
 
 def test_corners_sit_on_the_grid_of_the_padded_square(world):
-  pad = (max(synthetic.IMAGE_SIZE) - synthetic.IMAGE_SIZE[1]) // 2
+  pad = (max(synthetic_scenes.IMAGE_SIZE) - synthetic_scenes.IMAGE_SIZE[1]) // 2
   for s in records(world["train"]["scenes"]):
     for thing in s["objects"] + ([s["word"]] if s["word"] else []):
       x1, y1 = thing["box"][:2]
-      assert x1 % synthetic.GRID == 0 and (y1 + pad) % synthetic.GRID == 0, thing
+      assert x1 % synthetic_scenes.GRID == 0 and (y1 + pad) % synthetic_scenes.GRID == 0, thing
 
 
 def test_alternatives_change_one_thing_of_their_kind():
   rng = np.random.default_rng(0)
-  scene = {"objects": [synthetic._object("red", "circle", "small", [0, 2, 16, 18]),
-                       synthetic._object("blue", "square", "large", [50, 32, 76, 58])],
+  scene = {"objects": [synthetic_scenes.object_record("red", "circle", "small", [0, 2, 16, 18]),
+                       synthetic_scenes.object_record("blue", "square", "large", [50, 32, 76, 58])],
            "word": {"text": "cat", "box": [30, 2, 48, 13], "position": "at the top"}}
-  truth = synthetic.tags(scene)
+  truth = synthetic_text.tags(scene)
   assert truth == "small red circle top left, large blue square bottom right; 2 shapes; word cat top"
   for kind, n in (("colour", 3), ("shape", 2), ("word", 9), ("position", 5), ("count", 2)):
-    found = synthetic.alternatives(scene, kind, np.random.default_rng(1))
+    found = synthetic_text.alternatives(scene, kind, np.random.default_rng(1))
     assert len(found) == n and truth not in found and len(set(found)) == n, kind
-  assert all("; 2 shapes;" not in t for t in synthetic.alternatives(scene, "count", rng))
-  negatives = synthetic.negatives(scene, rng)
+  assert all("; 2 shapes;" not in t for t in synthetic_text.alternatives(scene, "count", rng))
+  negatives = synthetic_text.negatives(scene, rng)
   assert len(negatives) == 3 and truth not in negatives
-  assert synthetic.regions(scene) == [
+  assert synthetic_text.regions(scene) == [
       {"phrase": "small red circle", "box": [0, 2, 16, 18]},
       {"phrase": "large blue square", "box": [50, 32, 76, 58]},
       {"phrase": "word cat", "box": [30, 2, 48, 13]}]
@@ -126,18 +126,18 @@ def test_each_split_has_its_own_corpus_and_tower_pairs(world):
 
 
 def test_dialog_turns_never_answer_each_other():
-  scene = {"objects": [synthetic._object("red", "circle", "small", [0, 2, 16, 18])],
+  scene = {"objects": [synthetic_scenes.object_record("red", "circle", "small", [0, 2, 16, 18])],
            "word": None}
   about_it = ("What colour is the circle?", "What shape is the red object?",
               "Is there a red circle?")
   for seed in range(40):
-    turns = synthetic.vqa_dialog(scene, np.random.default_rng(seed))
+    turns = synthetic_text.vqa_dialog(scene, np.random.default_rng(seed))
     questions = [q.split("\n")[0] for q, _ in turns]
-    assert len(turns) <= synthetic.DIALOG_TURNS and len(set(questions)) == len(questions)
+    assert len(turns) <= synthetic_text.DIALOG_TURNS and len(set(questions)) == len(questions)
     assert sum(q in about_it for q in questions) <= 1, questions  # one reveals the others
     if "What colour is the circle?" in questions:  # it says there is exactly one circle
       assert questions.index("What colour is the circle?") > questions.index(
           "How many circles are there?") if "How many circles are there?" in questions else True
-  rec = synthetic.rec_dialog({"objects": [scene["objects"][0]] * 5, "word": None},
+  rec = synthetic_text.rec_dialog({"objects": [scene["objects"][0]] * 5, "word": None},
                              np.random.default_rng(0))
-  assert len(rec) == synthetic.REC_TURNS
+  assert len(rec) == synthetic_text.REC_TURNS

@@ -34,7 +34,7 @@ from sphinx_jax.train.towers import TowersConfig
 MODEL = "mini"
 SUB_IMAGES = "mini_1k"  # stage 2's view plan: the global view + 2x2 crops of a 2x resize
 # Stage 2's sources and their mixture weights: most steps go to what the report scores. VQA and
-# REC come as dialogs of several turns about one scene (synthetic.vqa_dialog / rec_dialog):
+# REC come as dialogs of several turns about one scene (synthetic_text.vqa_dialog / rec_dialog):
 # a row pays for its 115 image tokens once, and is padded to the longest task anyway.
 STAGE2 = {"vqa_dialogs": 4.0, "rec_dialogs": 2.0, "ocr": 0.5, "detection": 1.0, "grounded": 1.0,
           "difference": 0.5, "in_context": 0.5, "video": 0.5}

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from sphinx_jax.eval import choice, cider, formats_choice, formats_other, formats_vqa, rec, vqa, yesno
+from sphinx_jax.eval import (choice, cider, formats_choice, formats_other, formats_vqa, rec, vqa,
+                             yesno)
 from sphinx_jax.util.errors import UserError
 
 
@@ -63,8 +64,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "gqa": Benchmark(formats_vqa.read_gqa, EXACT_MATCH, 10, "testdev_balanced"),
     "vizwiz": Benchmark(formats_vqa.read_vizwiz, VQA_ACCURACY, 10, "val"),
     "textvqa": Benchmark(formats_vqa.read_textvqa, VQA_ACCURACY, 10, "val"),
-    "textvqa_ocr": Benchmark(functools.partial(formats_vqa.read_textvqa, ocr=True), VQA_ACCURACY, 10,
-                             "val"),
+    "textvqa_ocr": Benchmark(functools.partial(formats_vqa.read_textvqa, ocr=True), VQA_ACCURACY,
+                             10, "val"),
     "ocrvqa": Benchmark(formats_vqa.read_ocrvqa, EXACT_MATCH, 20, "test"),
     "scienceqa": Benchmark(formats_choice.read_scienceqa,
                            functools.partial(choice.accuracy, by="subject"), 10, "test"),

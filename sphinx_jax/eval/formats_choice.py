@@ -17,11 +17,11 @@ from pathlib import Path
 
 from sphinx_jax.eval import prompts
 from sphinx_jax.eval.choice import LETTERS, format_options, rotate
-from sphinx_jax.eval.samples import (Inline, Sample, field, find_one, image_dir, image_under,
+from sphinx_jax.eval.samples import (Inline, Question, field, find_one, image_dir, image_under,
                                      read_json)
 
 
-def read_scienceqa(root: Path, split: str, **_) -> list[Sample]:
+def read_scienceqa(root: Path, split: str, **_) -> list[Question]:
   pfile = find_one(root, "problems.json")
   out = []
   for pid, p in read_json(pfile).items():
@@ -30,7 +30,7 @@ def read_scienceqa(root: Path, split: str, **_) -> list[Sample]:
     where = f"{pfile} [{pid}]"
     options = dict(zip(LETTERS, field(p, "choices", where)))
     answer = p.get("answer")
-    out.append(Sample(
+    out.append(Question(
         str(pid),
         (image_under(root / "images" / split, os.path.join(str(pid), p["image"]), where),),
         prompts.scienceqa(field(p, "question", where), format_options(options), p.get("hint", "")),
@@ -40,7 +40,7 @@ def read_scienceqa(root: Path, split: str, **_) -> list[Sample]:
   return out
 
 
-def read_seed(root: Path, split: str | None = None, **_) -> list[Sample]:
+def read_seed(root: Path, split: str | None = None, **_) -> list[Question]:
   qfile = find_one(root, "SEED-Bench*.json")
   data = read_json(qfile)
   names = {v: k for k, v in data.get("question_type", {}).items()}
@@ -53,7 +53,7 @@ def read_seed(root: Path, split: str | None = None, **_) -> list[Sample]:
   for q in questions:
     where = f"{qfile} [question {q.get('question_id')}]"
     options = {c.upper(): field(q, f"choice_{c}", where) for c in "abcd"}
-    out.append(Sample(
+    out.append(Question(
         str(field(q, "question_id", where)),
         (image_under(folder, field(q, "data_id", where), where),),
         prompts.multiple_choice(field(q, "question", where), format_options(options)),
@@ -77,7 +77,7 @@ def _rows(path: Path) -> list[dict]:
     csv.field_size_limit(limit)
 
 
-def read_mmbench(root: Path, split: str | None = None, **_) -> list[Sample]:
+def read_mmbench(root: Path, split: str | None = None, **_) -> list[Question]:
   tsv = find_one(root, f"*{split}*.tsv" if split else "*.tsv")
   rows = _rows(tsv)
   images = {r["index"]: r["image"] for r in rows if len(r.get("image") or "") > 64}
@@ -94,7 +94,7 @@ def read_mmbench(root: Path, split: str | None = None, **_) -> list[Sample]:
     shifts = [index // 1_000_000] if given else range(len(texts))
     for shift in shifts:
       options, letter = rotate(texts, answer, 0 if given else shift)
-      out.append(Sample(
+      out.append(Question(
           str(index) if given else f"{index}@{shift}", (image,),
           prompts.multiple_choice(field(r, "question", where), format_options(options), hint),
           letter, {"options": options, "group": index % 1_000_000, "shift": shift,

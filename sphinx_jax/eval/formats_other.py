@@ -26,13 +26,13 @@ from PIL import Image
 
 from sphinx_jax.data.example import IMAGE
 from sphinx_jax.eval import prompts
-from sphinx_jax.eval.samples import (Sample, field, find_one, image_dir, image_under, read_json,
+from sphinx_jax.eval.samples import (Question, field, find_one, image_dir, image_under, read_json,
                                      read_jsonl)
 from sphinx_jax.eval.yesno import MME_COGNITION, MME_PERCEPTION
 from sphinx_jax.util.errors import UserError
 
 
-def read_pope(root: Path, split: str | None = None, **_) -> list[Sample]:
+def read_pope(root: Path, split: str | None = None, **_) -> list[Question]:
   files = sorted({*root.glob("*pope*.json"), *root.glob("*pope*.jsonl")})
   if not files:
     raise FileNotFoundError(f"{root}: no POPE file (*pope*.json / *pope*.jsonl)")
@@ -43,10 +43,10 @@ def read_pope(root: Path, split: str | None = None, **_) -> list[Sample]:
       folder = folder or image_dir(root, ["val2014", "images", "."], field(q, "image", where))
       category = q.get("category") or next(
           (c for c in ("adversarial", "popular", "random") if c in path.name), path.stem)
-      out.append(Sample(f"{category}/{field(q, 'question_id', where)}",
-                        (image_under(folder, q["image"], where),),
-                        prompts.yes_no(field(q, "text", where)), q.get("label"),
-                        {"category": category}))
+      out.append(Question(f"{category}/{field(q, 'question_id', where)}",
+                          (image_under(folder, q["image"], where),),
+                          prompts.yes_no(field(q, "text", where)), q.get("label"),
+                          {"category": category}))
   return out
 
 
@@ -64,7 +64,7 @@ def _mme_pairs(task_dir: Path) -> list[tuple[Path, Path]]:
   return pairs
 
 
-def read_mme(root: Path, split: str | None = None, **_) -> list[Sample]:
+def read_mme(root: Path, split: str | None = None, **_) -> list[Question]:
   base = root / "MME_Benchmark_release_version" if (root / "MME_Benchmark_release_version"
                                                      ).is_dir() else root
   tasks = [t for t in MME_PERCEPTION + MME_COGNITION if (base / t).is_dir()]
@@ -78,15 +78,15 @@ def read_mme(root: Path, split: str | None = None, **_) -> list[Sample]:
         parts = line.split("\t")
         if len(parts) != 2:
           raise UserError(f"{txt}:{i + 1}: expected 'question<TAB>answer'")
-        out.append(Sample(f"{task}/{txt.stem}/{i}", (image,), prompts.short_answer(parts[0]),
-                          parts[1].strip(), {"subtask": task, "image": txt.stem}))
+        out.append(Question(f"{task}/{txt.stem}/{i}", (image,), prompts.short_answer(parts[0]),
+                            parts[1].strip(), {"subtask": task, "image": txt.stem}))
   return out
 
 
-def read_rec(root: Path, split: str, dataset: str = "refcoco", **_) -> list[Sample]:
+def read_rec(root: Path, split: str, dataset: str = "refcoco", **_) -> list[Question]:
   accessory = root / f"{dataset}_{split}.json"
   items = _accessory_rec(root, accessory) if accessory.is_file() else _refer(root, split, dataset)
-  return [Sample(sid, (path,), prompts.REC.format(text), box, {"width": w, "height": h})
+  return [Question(sid, (path,), prompts.REC.format(text), box, {"width": w, "height": h})
           for sid, path, text, box, w, h in items]
 
 
@@ -141,7 +141,7 @@ def _refer(root: Path, split: str, dataset: str):
 POOL_SIZE = 2048  # the few-shot harness's demonstration pool (OpenFlamingo / Otter eval)
 
 
-def read_coco(root: Path, split: str, shots: int = 0, seed: int = 0, **_) -> list[Sample]:
+def read_coco(root: Path, split: str, shots: int = 0, seed: int = 0, **_) -> list[Question]:
   """Karpathy-split captions. With `shots` k, each query gets k demonstrations -- (image, its
   first caption) -- drawn without replacement from a pool of POOL_SIZE train/restval images
   picked with `seed`, per query with a generator seeded by (seed, image id), so a query's
@@ -170,30 +170,30 @@ def read_coco(root: Path, split: str, shots: int = 0, seed: int = 0, **_) -> lis
     demos = random.Random(f"{seed}/{im['cocoid']}").sample(pool, shots) if shots else []
     marker = IMAGE if shots else ""
     history = tuple((marker + prompts.CAPTION, d["sentences"][0]["raw"].strip()) for d in demos)
-    out.append(Sample(str(im["cocoid"]), tuple(path(d) for d in [*demos, im]),
-                      marker + prompts.CAPTION, [s["raw"] for s in im["sentences"]],
-                      {"image": im["filename"]}, history))
+    out.append(Question(str(im["cocoid"]), tuple(path(d) for d in [*demos, im]),
+                        marker + prompts.CAPTION, [s["raw"] for s in im["sentences"]],
+                        {"image": im["filename"]}, history))
   return out
 
 
-def read_llava_bench(root: Path, split: str | None = None, **_) -> list[Sample]:
+def read_llava_bench(root: Path, split: str | None = None, **_) -> list[Question]:
   qfile = find_one(root, "questions.jsonl")
   out = []
   for i, q in enumerate(read_jsonl(qfile)):
     where = f"{qfile}:{i + 1}"
-    out.append(Sample(str(field(q, "question_id", where)),
-                      (image_under(root / "images", field(q, "image", where), where),),
-                      field(q, "text", where),
-                      None, {"category": q.get("category")}))
+    out.append(Question(str(field(q, "question_id", where)),
+                        (image_under(root / "images", field(q, "image", where), where),),
+                        field(q, "text", where),
+                        None, {"category": q.get("category")}))
   return out
 
 
-def read_mmvet(root: Path, split: str | None = None, **_) -> list[Sample]:
+def read_mmvet(root: Path, split: str | None = None, **_) -> list[Question]:
   qfile = find_one(root, "mm-vet.json")
   out = []
   for key, q in read_json(qfile).items():
     where = f"{qfile} [{key}]"
-    out.append(Sample(key, (image_under(root / "images", field(q, "imagename", where), where),),
-                      field(q, "question", where), q.get("answer"),
-                      {"capability": q.get("capability")}))
+    out.append(Question(key, (image_under(root / "images", field(q, "imagename", where), where),),
+                        field(q, "question", where), q.get("answer"),
+                        {"capability": q.get("capability")}))
   return out

@@ -18,13 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from sphinx_jax.eval import prompts
-from sphinx_jax.eval.samples import Sample, field, find_one, image_dir, image_under, read_json
+from sphinx_jax.eval.samples import Question, field, find_one, image_dir, image_under, read_json
 from sphinx_jax.util.errors import UserError
 
 _IMAGE_DIRS = ["images", "."]
 
 
-def read_vqa(root: Path, split: str, **_) -> list[Sample]:
+def read_vqa(root: Path, split: str, **_) -> list[Question]:
   qfile = find_one(root, f"*{split}*questions*.json")
   afile = find_one(root, f"*{split}*annotations*.json", required=False)
   data = read_json(qfile)
@@ -43,7 +43,7 @@ def read_vqa(root: Path, split: str, **_) -> list[Sample]:
     ann = answers.get(q["question_id"])
     if afile is not None and ann is None:
       raise UserError(f"{where}: no annotation in {afile}")
-    out.append(Sample(
+    out.append(Question(
         str(q["question_id"]), (folder / name.format(field(q, "image_id", where)),),
         prompts.short_answer(field(q, "question", where)),
         [a["answer"] for a in ann["answers"]] if ann else None,
@@ -51,7 +51,7 @@ def read_vqa(root: Path, split: str, **_) -> list[Sample]:
   return out
 
 
-def read_gqa(root: Path, split: str, **_) -> list[Sample]:
+def read_gqa(root: Path, split: str, **_) -> list[Question]:
   qfile = find_one(root, f"{split}_questions.json")
   data = read_json(qfile)
   if not data:
@@ -61,13 +61,13 @@ def read_gqa(root: Path, split: str, **_) -> list[Sample]:
   out = []
   for qid, q in data.items():
     where = f"{qfile} [{qid}]"
-    out.append(Sample(str(qid), (image_under(folder, f"{field(q, 'imageId', where)}.jpg", where),),
-                      prompts.short_answer(field(q, "question", where)), q.get("answer"),
-                      {"answer_type": q.get("types", {}).get("structural")}))
+    image = image_under(folder, f"{field(q, 'imageId', where)}.jpg", where)
+    out.append(Question(str(qid), (image,), prompts.short_answer(field(q, "question", where)),
+                        q.get("answer"), {"answer_type": q.get("types", {}).get("structural")}))
   return out
 
 
-def read_vizwiz(root: Path, split: str, **_) -> list[Sample]:
+def read_vizwiz(root: Path, split: str, **_) -> list[Question]:
   qfile = find_one(root, f"{split}.json")
   data = read_json(qfile)
   if not data:
@@ -77,15 +77,15 @@ def read_vizwiz(root: Path, split: str, **_) -> list[Sample]:
   for i, q in enumerate(data):
     where = f"{qfile} [{i}]"
     answers = q.get("answers")
-    out.append(Sample(Path(field(q, "image", where)).stem,
-                      (image_under(folder, q["image"], where),),
-                      prompts.vizwiz(field(q, "question", where)),
-                      [a["answer"] for a in answers] if answers else None,
-                      {"answer_type": q.get("answer_type")}))
+    out.append(Question(Path(field(q, "image", where)).stem,
+                        (image_under(folder, q["image"], where),),
+                        prompts.vizwiz(field(q, "question", where)),
+                        [a["answer"] for a in answers] if answers else None,
+                        {"answer_type": q.get("answer_type")}))
   return out
 
 
-def read_textvqa(root: Path, split: str, ocr: bool = False, **_) -> list[Sample]:
+def read_textvqa(root: Path, split: str, ocr: bool = False, **_) -> list[Question]:
   qfile = find_one(root, f"TextVQA_0.5.1_{split}.json")
   data = field(read_json(qfile), "data", str(qfile))
   tokens = {}
@@ -107,16 +107,16 @@ def read_textvqa(root: Path, split: str, ocr: bool = False, **_) -> list[Sample]
       question = prompts.textvqa_ocr(question, tokens[image_id])
     else:
       question = prompts.short_answer(question)
-    out.append(Sample(str(field(q, "question_id", where)),
-                      (image_under(folder, f"{image_id}.jpg", where),),
-                      question, q.get("answers")))
+    out.append(Question(str(field(q, "question_id", where)),
+                        (image_under(folder, f"{image_id}.jpg", where),),
+                        question, q.get("answers")))
   return out
 
 
 _OCRVQA_SPLITS = {"train": 1, "val": 2, "test": 3}
 
 
-def read_ocrvqa(root: Path, split: str, **_) -> list[Sample]:
+def read_ocrvqa(root: Path, split: str, **_) -> list[Question]:
   if split not in _OCRVQA_SPLITS:
     raise UserError(f"OCR-VQA split {split!r}: expected one of {sorted(_OCRVQA_SPLITS)}")
   dfile = find_one(root, "dataset.json")
@@ -128,5 +128,5 @@ def read_ocrvqa(root: Path, split: str, **_) -> list[Sample]:
     ext = Path(str(item.get("imageURL", ""))).suffix or ".jpg"
     path = image_under(root / "images", f"{image_id}{ext}", where)
     for i, (q, a) in enumerate(zip(field(item, "questions", where), field(item, "answers", where))):
-      out.append(Sample(f"{image_id}/{i}", (path,), prompts.short_answer(q), a))
+      out.append(Question(f"{image_id}/{i}", (path,), prompts.short_answer(q), a))
   return out

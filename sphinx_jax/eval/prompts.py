@@ -18,7 +18,7 @@ import numpy as np
 from sphinx_jax.data.sample import prompt
 from sphinx_jax.data.templates import conversation_prompt
 from sphinx_jax.data.tokenizer import Tokenizer
-from sphinx_jax.eval.samples import Sample
+from sphinx_jax.eval.samples import Question
 from sphinx_jax.util.errors import UserError
 
 # "{}\nAnswer the question using a single word or phrase." -- VQAv2, OK-VQA, GQA, TextVQA,
@@ -73,12 +73,12 @@ def yes_no(question: str) -> str:
   return f"{question} {YES_NO}"
 
 
-def text(sample: Sample) -> str:
+def text(sample: Question) -> str:
   """The whole prompt text, up to where the model's answer starts."""
   return conversation_prompt([*sample.history, (sample.question, None)]) + sample.answer_prefix
 
 
-def tokens(tokenizer: Tokenizer, sample: Sample,
+def tokens(tokenizer: Tokenizer, sample: Question,
            tokens_per_image: int) -> tuple[np.ndarray, np.ndarray]:
   """The prompt's tokens (0 at image slots) and image_mask, laid out as training and chat lay
   out theirs (data.sample.prompt)."""

@@ -27,7 +27,7 @@ from sphinx_jax.eval.benchmarks import BENCHMARKS
 from sphinx_jax.inference.generate import trim
 from sphinx_jax.inference.sphinx_model import stop_ids
 from sphinx_jax.models.batch import Prompt, bucketed
-from sphinx_jax.eval.samples import Sample, benchmark_image
+from sphinx_jax.eval.samples import Question, benchmark_image
 from sphinx_jax.util.errors import UserError
 from sphinx_jax.util.files import write_atomic
 
@@ -127,7 +127,7 @@ def generate_batch(model, prompts: list[Prompt], *, rows: int, length: int, n_im
   return [trim(out[i], eos_id, stops) for i in range(len(prompts))]
 
 
-def _prepare(model, batch: list[Sample]) -> list[Prompt]:
+def _prepare(model, batch: list[Question]) -> list[Prompt]:
   out = []
   for sample in batch:
     tokens, mask = prompts.tokens(model.tokenizer, sample, model.config.image_tokens)
@@ -137,7 +137,7 @@ def _prepare(model, batch: list[Sample]) -> list[Prompt]:
   return out
 
 
-def _record(sample: Sample, text: str) -> dict:
+def _record(sample: Question, text: str) -> dict:
   """The answer as the reference cuts it (at the '###' separator, stripped), with what the
   metric needs."""
   return {"id": sample.id, "prediction": text.split("###")[0].strip(),

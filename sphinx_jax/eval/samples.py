@@ -1,6 +1,6 @@
 """What a benchmark adapter yields, and the file helpers the adapters share.
 
-An adapter turns a benchmark's own files into `Sample`s: an id, the images (paths, or data
+An adapter turns a benchmark's own files into `Question`s: an id, the images (paths, or data
 inlined in the annotation file), the question as the model sees it, the reference the metric
 needs, and metadata written next to each prediction (so scores are recomputed from the
 predictions file alone). Errors name the file and record.
@@ -35,7 +35,7 @@ class Inline:
 
 
 @dataclasses.dataclass(frozen=True)
-class Sample:
+class Question:
   """One prompt. `question` is the last human turn; `history` holds earlier (question, answer)
   turns (in-context demonstrations); with several images each question carries an IMAGE marker
   where its image goes. `answer_prefix` starts the assistant's answer (ScienceQA's)."""

@@ -174,13 +174,15 @@ class Sphinx:
     have 512 positions in all). A prompt leaving no room, or an explicit budget larger than the
     room, is a ContextFull error.
     """
-    turn = self._chat_prompt(image, question, history)
-    room = self._room(turn)
+    tokens, image_mask = self._chat_layout(image is not None, question, history)
+    room = self._room(tokens)
     max_new_tokens = min(CHAT_NEW_TOKENS, room) if max_new_tokens is None else max_new_tokens
     if max_new_tokens < 1:
       raise UserError(f"max_new_tokens {max_new_tokens}: must be at least 1")
     stream = None if on_text is None else _TextStream(self.tokenizer, on_text)
     stops = (stop_ids(self.tokenizer),)
+    images = None if image is None else {k: v[None] for k, v in self.preprocess(image).items()}
+    turn = Prompt(tokens, image_mask, images)
     out = self.generate(self.batch([turn]), max_new_tokens, sampling=Sampling(temperature, top_p),
                         seed=seed, eos_id=self.tokenizer.eos_id, stops=stops, on_token=stream)
     new = trim(out[0], self.tokenizer.eos_id, stops)
@@ -190,22 +192,19 @@ class Sphinx:
                 history: Sequence[tuple[str, str]] = ()) -> int:
     """How many new tokens fit after this turn's prompt (image and history included): an
     answer's largest budget. ContextFull if not even one does."""
-    return self._room(self._chat_prompt(image, question, history))
+    return self._room(self._chat_layout(image is not None, question, history)[0])
 
-  def _chat_prompt(self, image: Image.Image | None, question: str,
-                   history: Sequence[tuple[str, str]]) -> Prompt:
-    """This turn's prompt in the conv_v1_2 template, laid out by data.sample.prompt."""
+  def _chat_layout(self, with_image: bool, question: str,
+                   history: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """This turn's tokens and image_mask in the conv_v1_2 template (data.sample.prompt)."""
     if self.tokenizer is None:
       raise UserError("this checkpoint has no tokenizer.model: chat needs one")
     text = conversation_prompt([*history, (question, None)])
-    tokens, image_mask = prompt(text, int(image is not None), self.tokenizer,
-                                self.config.image_tokens)
-    images = None if image is None else {k: v[None] for k, v in self.preprocess(image).items()}
-    return Prompt(tokens, image_mask, images)
+    return prompt(text, int(with_image), self.tokenizer, self.config.image_tokens)
 
-  def _room(self, turn: Prompt) -> int:
-    """max_seq_len minus the positions of the prompt (image slots included)."""
-    positions = len(turn.tokens)
+  def _room(self, tokens: np.ndarray) -> int:
+    """max_seq_len minus the positions of a prompt (image slots included)."""
+    positions = len(tokens)
     if positions >= self.config.llm.max_seq_len:
       raise ContextFull(f"the prompt ({positions} positions, image and history included) leaves "
                         f"no room for an answer in max_seq_len {self.config.llm.max_seq_len}")

@@ -19,12 +19,12 @@ import numpy as np
 import optax
 from PIL import Image
 
-from sphinx_jax.data import synthetic
+from sphinx_jax.data import synthetic_scenes
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.sample import views
 from sphinx_jax.util.errors import UserError
 
-COLOURS, SHAPES = list(synthetic.COLOURS), list(synthetic.SHAPES)
+COLOURS, SHAPES = list(synthetic_scenes.COLOURS), list(synthetic_scenes.SHAPES)
 _QUESTIONS = {"colour": re.compile(r"What colour is the (\w+)\?"),
               "shape": re.compile(r"What shape is the (\w+) object\?"),
               "count": re.compile(r"How many (\w+)s are there\?"),

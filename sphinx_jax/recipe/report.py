@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 
-from sphinx_jax.data import synthetic, tasks
+from sphinx_jax.data import synthetic, synthetic_scenes, tasks
 from sphinx_jax.data.pipeline import DataConfig
 from sphinx_jax.data.records import read_image_file
 from sphinx_jax.data.tokenizer import Tokenizer
@@ -99,7 +99,7 @@ def baselines(world: Path, records: dict[str, list[dict]]) -> dict:
   median = [sorted(r["box"][i] for r in train["rec"])[len(train["rec"]) // 2] for i in range(4)]
   held = records["rec"]
   out["rec"] = sum(rec.box_iou(median, r["reference"]) >= 0.5 for r in held) / max(len(held), 1)
-  size = synthetic.IMAGE_SIZE
+  size = synthetic_scenes.IMAGE_SIZE
   common = Counter(tasks.detection(r, size)[0][1] for r in train["detection"]).most_common(1)[0][0]
   out["detection"] = detection.f1([dict(r, prediction=common)
                                    for r in records["detection"]])["f1@0.5"] / 100

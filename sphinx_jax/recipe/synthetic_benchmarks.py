@@ -23,7 +23,7 @@ from sphinx_jax.data import tasks
 from sphinx_jax.eval import detection, prompts, rec
 from sphinx_jax.eval import benchmarks
 from sphinx_jax.eval.benchmarks import EXACT_MATCH, Benchmark
-from sphinx_jax.eval.samples import Sample, field, image_under, read_jsonl
+from sphinx_jax.eval.samples import Question, field, image_under, read_jsonl
 
 
 def _records(root: Path, split: str, name: str):
@@ -36,14 +36,14 @@ def _records(root: Path, split: str, name: str):
 
 
 def read_vqa(root: Path, split: str, name: str = "vqa", swap: bool = False,
-             **_) -> list[Sample]:
+             **_) -> list[Question]:
   records = list(_records(root, split, name))
   images = [image for _, image, _, _ in records]
   if swap:
     images = [next((other for other in images[i + 1:] + images[:i] if other != image), image)
               for i, image in enumerate(images)]
-  return [Sample(sid, (image,), prompts.short_answer(field(r, "question", where)),
-                 field(r, "answer", where), {"answer_type": r.get("type")})
+  return [Question(sid, (image,), prompts.short_answer(field(r, "question", where)),
+                   field(r, "answer", where), {"answer_type": r.get("type")})
           for (sid, _, r, where), image in zip(records, images)]
 
 
@@ -52,14 +52,14 @@ def _size(image: Path) -> dict:
     return {"width": im.size[0], "height": im.size[1]}
 
 
-def read_rec(root: Path, split: str, **_) -> list[Sample]:
-  return [Sample(sid, (image,), prompts.REC.format(field(r, "phrase", where)),
-                 field(r, "box", where), _size(image))
+def read_rec(root: Path, split: str, **_) -> list[Question]:
+  return [Question(sid, (image,), prompts.REC.format(field(r, "phrase", where)),
+                   field(r, "box", where), _size(image))
           for sid, image, r, where in _records(root, split, "rec")]
 
 
-def read_detection(root: Path, split: str, **_) -> list[Sample]:
-  return [Sample(sid, (image,), tasks.DETECTION, field(r, "objects", where), _size(image))
+def read_detection(root: Path, split: str, **_) -> list[Question]:
+  return [Question(sid, (image,), tasks.DETECTION, field(r, "objects", where), _size(image))
           for sid, image, r, where in _records(root, split, "detection")]
 
 

@@ -3,8 +3,8 @@ LLM is trained (the embedded default's stage 0 report).
 
 - Text-aligned towers (CLIP ViT, ConvNeXt, BLIP-2 Q-Former): zero-shot by text retrieval. For
   each held-out scene and each kind (colour, shape, count, word, position), the candidates are
-  the scene's tags (`synthetic.tags`, the towers' pre-training text) and those of scenes differing in one thing of that kind
-  (`synthetic.alternatives`); a hit when the true caption is the most similar. Chance is
+  the scene's tags (`synthetic_text.tags`, the towers' pre-training text) and those of scenes differing in one thing of that kind
+  (`synthetic_text.alternatives`); a hit when the true caption is the most similar. Chance is
   1 / candidates (reported as `chance`).
 - DINOv2 (self-supervised, no text): k-nearest-neighbour accuracy against the training split's
   embeddings, on held-out one-object scenes (colour, shape) and on all scenes (object count).
@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from sphinx_jax.data import synthetic
+from sphinx_jax.data import synthetic_text
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.pairs import encode_texts
 from sphinx_jax.data.sample import views
@@ -63,7 +63,7 @@ def zero_shot(net, params, world: Path, tokenizer: Tokenizer, plan: str, text_le
   results = {name: {} for name in images}
   chance = {}
   for kind in KINDS:
-    groups = [(i, [synthetic.tags(s)] + synthetic.alternatives(s, kind, rng))
+    groups = [(i, [synthetic_text.tags(s)] + synthetic_text.alternatives(s, kind, rng))
               for i, s in enumerate(held)]
     groups = [(i, texts) for i, texts in groups if len(texts) > 1]
     flat = [t for _, texts in groups for t in texts]
