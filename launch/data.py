@@ -6,9 +6,12 @@ train with a note (e.g. `<image>` markers without an image). `--check` reads eve
 every source once first, so the summary covers the whole data set. CONFIG is named as for
 `train` (a shipped name or a file, `:arg`, `--config.a.b=value` overrides); it defines DATA (a
 DataConfig) or get_config() (an Experiment: its data; a recipe: each training stage's data,
-after writing the recipe's world if it is not there yet).
+after writing the recipe's world if it is not there yet). An experiment's data is laid out for
+its model (the checkpoint it starts from, or, before that exists, the preset it names).
 """
 import argparse
+import dataclasses
+from pathlib import Path
 
 from launch import config_files
 
@@ -42,8 +45,18 @@ def data_configs(spec: str, overrides: list[str]) -> dict:
       module.get_config() if arg is None else module.get_config(arg), overrides)
   if isinstance(config, chain.Recipe):
     chain.ensure_world(config)
-    return {name: exp.data for name, exp in chain.stages(config).items() if name != "stage0"}
-  return {"data": config.data}
+    return {name: _laid_out(exp) for name, exp in chain.stages(config).items()
+            if name != "stage0"}
+  return {"data": _laid_out(config)}
+
+
+def _laid_out(exp):
+  """The experiment's data with its model's image geometry."""
+  from sphinx_jax.train.loop import model_config
+  train = exp.train
+  if train.init_from and not Path(train.init_from).exists():  # a stage not trained yet
+    train = dataclasses.replace(train, init_from=None)
+  return exp.data.for_model(model_config(train))
 
 
 def run(args: argparse.Namespace, overrides: list[str] = ()) -> int:

@@ -134,7 +134,7 @@ def test_a_corrupt_training_checkpoint_is_refused_and_resume_takes_the_previous(
   state_dir = run / "checkpoints" / "4" / "state"
   target = _data_files(state_dir)[0]
   _flip(target, list(range(100, target.stat().st_size - 100, max(1, target.stat().st_size // 64))))
-  cfg = model_config(exp)
+  cfg = model_config(exp.train)
   tx = optimizer.make(exp.train.optim, exp.train.steps)
   mesh = sharding.make_mesh(exp.train.mesh)
   abstract, _ = train_step.abstract_state(cfg, tx, exp.train.trainable, mesh)

@@ -37,8 +37,8 @@ def data(tmp_path_factory):
 
 
 def config(data, **kw):
-  base = dict(tokenizer=data["tokenizer"], sources=data["sources"], tokens_per_image=fx.K,
-              seq_len=320, max_images=2, batch_size=2, corpus=data["corpus"], text_rows=1,
+  base = dict(tokenizer=data["tokenizer"], sources=data["sources"], view_plan="sphinx",
+              tokens_per_image=fx.K, seq_len=320, max_images=2, batch_size=2, corpus=data["corpus"], text_rows=1,
               seed=3, threads=2)
   return pipeline.DataConfig(**{**base, **kw})
 

@@ -34,8 +34,9 @@ def bad(tmp_path_factory):
   srcs = (sources.Conversations(str(lines), str(d)),
           mimic_it.MimicIt(**fx.mimic_it(d, "LA", turns, images)))
   tok = fx.tokenizer(d / "tok")
-  config = pipeline.DataConfig(tokenizer=str(tok), sources=srcs, tokens_per_image=fx.K,
-                               seq_len=256, max_images=1, batch_size=2, threads=2)
+  config = pipeline.DataConfig(tokenizer=str(tok), sources=srcs, view_plan="sphinx",
+                               tokens_per_image=fx.K, seq_len=256, max_images=1,
+                               batch_size=2, threads=2)
   return d, config
 
 

@@ -150,8 +150,8 @@ def test_held_out_loss_does_not_depend_on_batching(run):
   model = Sphinx.from_pretrained(workdir / "mixed")
   source = synthetic.sources(workdir / "world", "eval")["captions_synthetic"]
   tokenizer = Tokenizer(exp.data.tokenizer)
-  small, large = (mean_loss(model, source, exp.data.layout, tokenizer, batch_size=b)
-                  for b in (3, 8))
+  layout = exp.data.for_model(model.config).layout
+  small, large = (mean_loss(model, source, layout, tokenizer, batch_size=b) for b in (3, 8))
   assert small["tokens"] == large["tokens"] > 0 and small["skipped"] == 0
   assert abs(small["loss"] - large["loss"]) < 1e-5
 

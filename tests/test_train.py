@@ -1,5 +1,6 @@
 """Training: loss goes down, sharding and processes do not change the losses, frozen towers stay
 frozen, and a 13B SPHINX-1k step compiles abstractly (kill -9 + resume: test_checkpoint_integrity)."""
+import dataclasses
 import json
 import re
 import os
@@ -153,10 +154,14 @@ def test_abstract_compile_of_the_13b_sphinx_1k_step(fsdp):
 def test_experiment_configs_load_and_override(name):
   exp = config_files.load(name, ["train.steps=7", "workdir=/tmp/x"])
   assert exp.train.steps == 7 and exp.workdir == "/tmp/x"
-  model = sphinx_preset(exp.train.model) if exp.train.init_from is None else None
-  if model is not None:
-    assert (model.view_plan, model.image_tokens) == (exp.data.view_plan,
-                                                     exp.data.tokens_per_image)
+  model = sphinx_preset(exp.train.model)  # the geometry comes from the model, not the data
+  assert (exp.data.view_plan, exp.data.tokens_per_image) == (None, None)
+  assert exp.train.view_plan in (None, model.view_plan)
+  laid_out = exp.data.for_model(model)
+  assert (laid_out.view_plan, laid_out.tokens_per_image) == (model.view_plan, model.image_tokens)
+  other = dataclasses.replace(laid_out, tokens_per_image=model.image_tokens + 1)
+  with pytest.raises(ValueError, match="leave both unset"):
+    other.for_model(model)
   with pytest.raises(ValueError, match="no config field 'stepz'"):
     config_files.load(name, ["train.stepz=7"])
 

@@ -21,9 +21,7 @@ the data order; default 0):
 
   python -m launch train --config default:fast,workdir=/tmp/default
 """
-from sphinx_jax.configs import SPHINX_PRESETS
 from sphinx_jax.data import synthetic
-from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.pairs import PairsConfig
 from sphinx_jax.data.pipeline import DataConfig
 from sphinx_jax.recipe.chain import Recipe, Report, World
@@ -54,22 +52,20 @@ def get_config(arg: str = "") -> Recipe:
   world = World(root=f"{workdir}/world", n_train=size["n_train"], n_eval=size["n_eval"],
                 seed=seed)
   specs = synthetic.sources(world.root, "train", frames=VIDEO_FRAMES)
-  model = SPHINX_PRESETS[MODEL]
   tokenizer = f"{world.root}/tokenizer.model"
 
   def stage(steps: int, lr: float, sources: dict[str, float], seq_len: int, views: str = MODEL,
             max_images: int = 1, text_rows: int = 0) -> Experiment:
     return Experiment(
         workdir="",  # the recipe gives each stage workdir/<stage>
-        train=TrainConfig(model=MODEL, steps=steps, log_every=10, checkpoint_every=100, seed=seed,
+        train=TrainConfig(model=MODEL, view_plan=views, steps=steps, log_every=10,
+                          checkpoint_every=100, seed=seed,
                           mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
                           optim=OptimConfig(lr=lr, min_lr=lr / 10, warmup_steps=min(20, steps),
                                             weight_decay=0.0)),
         data=DataConfig(tokenizer=tokenizer, sources=tuple(specs[s] for s in sources),
                         weights=tuple(sources.values()) if len(sources) > 1 else None,
                         corpus=specs["corpus"] if text_rows else None, text_rows=text_rows,
-                        view_plan=views,
-                        tokens_per_image=VIEW_PLANS[views].num_views * model.tokens_per_view,
                         seq_len=seq_len, max_images=max_images, batch_size=16 - text_rows,
                         seed=seed, threads=2))
 

@@ -5,14 +5,12 @@ on a laptop CPU (seconds per step).
 """
 from pathlib import Path
 
-from sphinx_jax.configs import SPHINX_PRESETS
 from sphinx_jax.data.pipeline import DataConfig
 from sphinx_jax.data.sources import Conversations, Task
 from sphinx_jax.sharding import MeshConfig
 from sphinx_jax.train.config import Experiment, OptimConfig, TrainConfig
 
 HERE = Path(__file__).parent / "data_example"
-MODEL = SPHINX_PRESETS["tiny"]
 
 
 def get_config() -> Experiment:
@@ -26,5 +24,4 @@ def get_config() -> Experiment:
           tokenizer=str(HERE / "tokenizer.model"),
           sources=(Conversations(str(HERE / "conversations.jsonl"), image_root=str(HERE / "images")),
                    Task(str(HERE / "grounding.jsonl"), "rec", image_root=str(HERE / "images"))),
-          view_plan=MODEL.view_plan, tokens_per_image=MODEL.image_tokens, seq_len=256,
-          max_images=2, batch_size=8, threads=1))
+          seq_len=256, max_images=2, batch_size=8, threads=1))

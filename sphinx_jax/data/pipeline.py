@@ -35,14 +35,18 @@ _WARNED_LOCK = threading.Lock()  # module-level: a Guarded must stay picklable f
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """What a training run reads. `sources` are specs from data.sources / mimic_it / tfds_source;
-  `tokens_per_image` is K, the slots of one image (all its views: 291 x views for SPHINX)."""
+  """What a training run reads. `sources` are specs from data.sources / mimic_it / tfds_source.
+
+  The image geometry -- `view_plan` and `tokens_per_image` (K, the slots of one image: all its
+  views, 291 x views for SPHINX) -- is the model's: a training Experiment leaves both None and
+  the run fills them from its model config (`for_model`). A data config read on its own (`launch
+  data`, the data tests) states them."""
 
   tokenizer: str
   sources: tuple = ()
   weights: tuple[float, ...] | None = None
-  view_plan: str = "sphinx"
-  tokens_per_image: int = 291
+  view_plan: str | None = None
+  tokens_per_image: int | None = None
   seq_len: int = 2048
   max_images: int = 1
   batch_size: int = 4
@@ -61,11 +65,27 @@ class DataConfig:
       raise UserError(f"mixture weights must be positive, got {self.weights}")
     if self.text_rows and self.corpus is None:
       raise UserError("text_rows needs a corpus")
-    if self.view_plan not in VIEW_PLANS:
+    if self.view_plan is not None and self.view_plan not in VIEW_PLANS:
       raise UserError(f"unknown view plan {self.view_plan!r}; known: {', '.join(VIEW_PLANS)}")
+    if (self.view_plan is None) != (self.tokens_per_image is None):
+      raise UserError("DataConfig: give view_plan and tokens_per_image together, or neither (a "
+                      "training run takes both from its model)")
+
+  def for_model(self, cfg) -> "DataConfig":
+    """This data laid out for the model config `cfg` (a SphinxConfig): its view plan and image
+    tokens. Geometry the config states must be the model's."""
+    geometry = (cfg.view_plan, cfg.image_tokens)
+    if self.view_plan is not None and (self.view_plan, self.tokens_per_image) != geometry:
+      raise UserError(f"the data states view plan {self.view_plan!r} with {self.tokens_per_image}"
+                      f" tokens per image, the model {geometry[0]!r} with {geometry[1]}; leave "
+                      "both unset in a training config (they come from the model)")
+    return dataclasses.replace(self, view_plan=geometry[0], tokens_per_image=geometry[1])
 
   @property
   def layout(self) -> Layout:
+    if self.view_plan is None:
+      raise UserError("this DataConfig has no image geometry (view_plan, tokens_per_image): "
+                      "state it, or lay it out for a model (DataConfig.for_model)")
     return Layout(VIEW_PLANS[self.view_plan], self.tokens_per_image, self.seq_len, self.max_images)
 
   @property

@@ -121,9 +121,10 @@ def held_out_losses(world: Path, checkpoints: dict[str, Path], data: DataConfig,
   captions, text = {}, {}
   for name, path in checkpoints.items():
     model = Sphinx.from_pretrained(path)
-    captions[name] = {d: mean_loss(model, specs[f"captions_{d}"], data.layout, tokenizer,
+    layout = data.for_model(model.config).layout
+    captions[name] = {d: mean_loss(model, specs[f"captions_{d}"], layout, tokenizer,
                                    limit=limit)["loss"] for d in DOMAINS}
-    text[name] = mean_loss(model, specs["corpus"], data.layout, tokenizer, limit=limit)["loss"]
+    text[name] = mean_loss(model, specs["corpus"], layout, tokenizer, limit=limit)["loss"]
   return captions, text
 
 

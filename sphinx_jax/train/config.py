@@ -26,6 +26,9 @@ class OptimConfig:
 class TrainConfig:
   model: str = "tiny_1k"  # a SPHINX preset; ignored when `init_from` is given
   init_from: str | None = None  # a params checkpoint (convert / export) to start from
+  # Train on another view plan of the same towers (SPHINX-1k is SPHINX's weights fine-tuned on
+  # sub-images); None: the model's own. The data's geometry follows the model's.
+  view_plan: str | None = None
   trainable: tuple[str, ...] = ("llm", "mixer")  # the towers stay frozen
   steps: int = 100
   micro_batches: int = 1  # gradient accumulation: the batch is split into this many steps

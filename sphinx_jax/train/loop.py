@@ -29,7 +29,7 @@ from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.skips import SkipLog
 from sphinx_jax.train import optimizer, run_config, state_checkpoints, workdir_lock
 from sphinx_jax.train import step as train_step
-from sphinx_jax.train.config import Experiment
+from sphinx_jax.train.config import Experiment, TrainConfig
 from sphinx_jax.train.flops import measured_peak_flops, step_flops
 from sphinx_jax.util.errors import UserError
 
@@ -40,32 +40,27 @@ class Diverged(UserError):
   """The loss became NaN or infinite."""
 
 
-def model_config(exp: Experiment) -> SphinxConfig:
-  """The architecture: a preset, or the config of the checkpoint we start from; with the run's
-  dtypes and remat policy and the data's view plan (SPHINX-1k is SPHINX's weights fine-tuned on
-  sub-images: the towers must take the plan's view sizes), checked against the data."""
-  t = exp.train
+def model_config(t: TrainConfig) -> SphinxConfig:
+  """The architecture, the one source of the run's image geometry: a preset, or the config of
+  the checkpoint we start from; with the run's dtypes, remat policy and view plan (the towers
+  must take the plan's view sizes)."""
   if t.init_from:
     raw = params_io.read_config(t.init_from)
     cfg = SphinxConfig.from_dict({k: v for k, v in raw.items() if k != "model"})
   else:
     cfg = sphinx_preset(t.model)
-  plan = VIEW_PLANS[exp.data.view_plan]
-  sizes = (plan.vit.side, plan.convnext.input_side)
-  if sizes != (cfg.dinov2.image_size, cfg.convnext_size):
-    raise UserError(f"view plan {exp.data.view_plan!r} makes {sizes[0]}-px ViT and {sizes[1]}-px "
-                     f"ConvNeXt views; the model's towers take {cfg.dinov2.image_size} and "
-                     f"{cfg.convnext_size}")
-  if cfg.view_plan != exp.data.view_plan:
+  if t.view_plan is not None and t.view_plan != cfg.view_plan:
+    plan = VIEW_PLANS[t.view_plan]
+    sizes = (plan.vit.side, plan.convnext.input_side)
+    if sizes != (cfg.dinov2.image_size, cfg.convnext_size):
+      raise UserError(f"view plan {t.view_plan!r} makes {sizes[0]}-px ViT and {sizes[1]}-px "
+                      f"ConvNeXt views; the model's towers take {cfg.dinov2.image_size} and "
+                      f"{cfg.convnext_size}")
     log.info("views: %s (%d per image) -> %s (%d per image)", cfg.view_plan, cfg.n_views,
-             exp.data.view_plan, plan.num_views)
-  cfg = cfg.replace(llm=cfg.llm.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
-                                        remat_policy=t.remat_policy),
-                    view_plan=exp.data.view_plan, n_views=plan.num_views)
-  if cfg.image_tokens != exp.data.tokens_per_image:
-    raise UserError(f"data has {exp.data.tokens_per_image} tokens per image, the model "
-                     f"{cfg.image_tokens} ({plan.num_views} views of {cfg.tokens_per_view})")
-  return cfg
+             t.view_plan, plan.num_views)
+    cfg = cfg.replace(view_plan=t.view_plan, n_views=plan.num_views)
+  return cfg.replace(llm=cfg.llm.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
+                                         remat_policy=t.remat_policy))
 
 
 def _export(workdir: Path, state, cfg: SphinxConfig, exp: Experiment) -> None:
@@ -125,7 +120,7 @@ def train(exp: Experiment, resume: bool = False, label: str = "train",
 def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
            resume_with_changes: tuple[str, ...]) -> dict:
   t = exp.train
-  cfg = model_config(exp)
+  cfg = model_config(t)
   mesh = sharding.make_mesh(t.mesh)
   tx = optimizer.make(t.optim, t.steps)
   abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh)
@@ -140,7 +135,7 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
   if jax.process_index() == 0:
     run_config.save(workdir, exp)
   skips = SkipLog()
-  data = iter(pipeline.batches(exp.data, skips))
+  data = iter(pipeline.batches(exp.data.for_model(cfg), skips))
   if has_checkpoints:
     state, data_state = ckpts.restore_newest(abstract)
     data.set_state(data_state)
