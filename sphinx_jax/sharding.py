@@ -154,3 +154,9 @@ def use_mesh(mesh: Mesh):
 def batch_multiple(mesh: Mesh) -> int:
   """Batch sizes must be multiples of this to shard over ('data', 'fsdp')."""
   return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def batch_rows(n: int, mesh: Mesh) -> int:
+  """The rows a batch of `n` (at least 1) takes on `mesh`: n rounded up to `batch_multiple`."""
+  multiple = batch_multiple(mesh)
+  return -(-max(n, 1) // multiple) * multiple

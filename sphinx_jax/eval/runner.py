@@ -89,8 +89,7 @@ def _generate_all(model, pending, samples, path, done, budget, batch_size, name,
     raise UserError(f"sample {samples[longest].id}: prompt ({lengths[longest]} positions with "
                      f"images) + {budget} new tokens exceeds max_seq_len "
                      f"{model.config.llm.max_seq_len}")
-  multiple = sharding.batch_multiple(model.mesh)
-  rows = -(-max(batch_size, 1) // multiple) * multiple
+  rows = sharding.batch_rows(batch_size, model.mesh)
   shapes = {"rows": rows, "length": bucketed(lengths[longest]), "max_new_tokens": budget,
             "n_images": max(len(s.images) for s in samples), "stops": (stop_ids(tokenizer),),
             "eos_id": tokenizer.eos_id}

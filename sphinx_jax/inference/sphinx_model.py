@@ -89,8 +89,7 @@ class Sphinx:
             length: int | None = None, n_images: int | None = None) -> dict:
     """A host batch of `prompts` (models.batch.pack): rows rounded up to the mesh, the length
     bucketed (models.batch.bucketed) unless given."""
-    multiple = sharding.batch_multiple(self.mesh)
-    n_rows = -(-max(n_rows or len(prompts), 1) // multiple) * multiple
+    n_rows = sharding.batch_rows(n_rows or len(prompts), self.mesh)
     length = length or batches.bucketed(max(len(p.tokens) for p in prompts))
     if n_images is None:
       n_images = max(len(next(iter(p.images.values()))) if p.images else 0 for p in prompts)
@@ -112,7 +111,7 @@ class Sphinx:
     """Image tokens float32 [n, tokens_per_image, dim] of view stacks {'vit': [n, V, s, s, 3],
     ...} (what the LLM reads for each image)."""
     n = len(next(iter(images.values())))
-    rows = -(-n // sharding.batch_multiple(self.mesh)) * sharding.batch_multiple(self.mesh)
+    rows = sharding.batch_rows(n, self.mesh)
     padded = {k: np.concatenate([v, np.zeros((rows - n, *v.shape[1:]), v.dtype)])
               for k, v in images.items()}
     with sharding.use_mesh(self.mesh):

@@ -23,7 +23,7 @@ def mean_loss(model, source, layout: Layout, tokenizer: Tokenizer, batch_size: i
   (default: every) records of `source` (a data source spec), `batch_size` rows at a time."""
   guarded = Guarded(source.open(), functools.partial(make_sample, tok=tokenizer, layout=layout,
                                                      source_id=0), strict=False)
-  rows = -(-batch_size // sharding.batch_multiple(model.mesh)) * sharding.batch_multiple(model.mesh)
+  rows = sharding.batch_rows(batch_size, model.mesh)
   read = [guarded[i] for i in range(min(len(guarded), limit or len(guarded)))]
   samples = [s for s in read if not isinstance(s, Skipped)]
   skipped = len(read) - len(samples)
