@@ -398,9 +398,10 @@ SPHINX_PRESETS: dict[str, SphinxConfig] = {
     "sphinx_tiny_1k": _sphinx("tinyllama_1b", "sphinx_tiny_1k", 5, light=True),
     "tiny": _tiny("tiny", 1),
     "tiny_1k": _tiny("tiny_1k", 5),
-    # The embedded default: the synthetic world's 80-px squares as they are, in 20-px patches
-    # (a 4x4 grid), the ConvNeXt on the same pixels with a 20-px stride (docs/architecture.md).
-    "mini": _tiny("mini", 1, llm="mini", view=80, patch=20, convnext_size=80,
+    # The embedded default: the synthetic world's 100-px squares as they are, in 20-px patches
+    # (a 5x5 grid: one patch per cell of the world), the ConvNeXt on the same pixels with a
+    # 20-px stride (docs/architecture.md).
+    "mini": _tiny("mini", 1, llm="mini", view=100, patch=20, convnext_size=100,
                   convnext=ConvNextConfig(depths=(1, 1), dims=(48, 96), patch_size=10)),
 }
 

@@ -51,7 +51,7 @@ def test_boxes_enclose_the_drawn_objects(world):
       colour = np.all(pixels == synthetic_scenes.COLOURS[o["colour"]], axis=-1)
       assert colour[y1:y2, x1:x2].mean() > 0.4, o  # mostly the object (a triangle fills half)
       # Around the box (within the gap kept between things) the colour ends exactly at its edges.
-      g = synthetic_scenes.GAP - 1
+      g = 2 * synthetic_scenes.MARGIN - 1
       near = np.zeros_like(colour)
       near[max(y1 - g, 0):y2 + g, max(x1 - g, 0):x2 + g] = True
       ys, xs = np.nonzero(colour & near)
@@ -91,31 +91,47 @@ def test_every_record_loads_and_batches_flow(world):
   assert pipeline.check(evaluation, skips) > 0 and len(skips) == 0, skips.summary()
 
 
-def test_corners_sit_on_the_grid_of_the_padded_square(world):
+def test_things_fill_their_own_cells_which_are_the_patches_of_the_padded_square(world):
+  cell, margin = synthetic_scenes.CELL, synthetic_scenes.MARGIN
   pad = (max(synthetic_scenes.IMAGE_SIZE) - synthetic_scenes.IMAGE_SIZE[1]) // 2
+  assert pad % cell == 0 and max(synthetic_scenes.IMAGE_SIZE) // cell == 5  # mini: 5x5 patches
   for s in records(world["train"]["scenes"]):
-    for thing in s["objects"] + ([s["word"]] if s["word"] else []):
-      x1, y1 = thing["box"][:2]
-      assert x1 % synthetic_scenes.GRID == 0 and (y1 + pad) % synthetic_scenes.GRID == 0, thing
+    used = []
+    for o in s["objects"]:
+      x1, y1, x2, y2 = o["box"]
+      span = synthetic_scenes.SPAN[o["size"]]
+      assert (x1 - margin) % cell == 0 and (y1 - margin) % cell == 0, o
+      assert x2 - x1 == y2 - y1 == span * cell - 2 * margin, o
+      c, r = (x1 - margin) // cell, (y1 - margin) // cell
+      used += [(c + i, r + j) for i in range(span) for j in range(span)]
+    if s["word"]:
+      x1, y1, x2, y2 = s["word"]["box"]
+      assert x1 // cell == (x2 - 1) // cell and y1 // cell == (y2 - 1) // cell, s["word"]
+      used.append((x1 // cell, y1 // cell))
+    assert len(used) == len(set(used)), s  # no cell holds two things
+    assert all(0 <= c < 5 and 0 <= r < 3 for c, r in used)
 
 
 def test_alternatives_change_one_thing_of_their_kind():
   rng = np.random.default_rng(0)
-  scene = {"objects": [synthetic_scenes.object_record("red", "circle", "small", [0, 2, 16, 18]),
-                       synthetic_scenes.object_record("blue", "square", "large", [50, 32, 76, 58])],
-           "word": {"text": "cat", "box": [30, 2, 48, 13], "position": "at the top"}}
+  small, large = synthetic_scenes.shape_box((0, 0), "small"), synthetic_scenes.shape_box(
+      (3, 1), "large")
+  word = synthetic_scenes.word_box((2, 0), "cat")
+  assert (small, large, word) == ([2, 2, 18, 18], [62, 22, 98, 58], [41, 4, 59, 15])
+  scene = {"objects": [synthetic_scenes.object_record("red", "circle", "small", small),
+                       synthetic_scenes.object_record("blue", "square", "large", large)],
+           "word": {"text": "cat", "box": word, "position": synthetic_scenes.position(word)}}
   truth = synthetic_text.tags(scene)
   assert truth == "small red circle top left, large blue square bottom right; 2 shapes; word cat top"
-  for kind, n in (("colour", 3), ("shape", 2), ("word", 9), ("position", 5), ("count", 2)):
+  for kind, n in (("colour", 3), ("shape", 2), ("word", 9), ("position", 8), ("count", 2)):
     found = synthetic_text.alternatives(scene, kind, np.random.default_rng(1))
     assert len(found) == n and truth not in found and len(set(found)) == n, kind
   assert all("; 2 shapes;" not in t for t in synthetic_text.alternatives(scene, "count", rng))
   negatives = synthetic_text.negatives(scene, rng)
   assert len(negatives) == 3 and truth not in negatives
   assert synthetic_text.regions(scene) == [
-      {"phrase": "small red circle", "box": [0, 2, 16, 18]},
-      {"phrase": "large blue square", "box": [50, 32, 76, 58]},
-      {"phrase": "word cat", "box": [30, 2, 48, 13]}]
+      {"phrase": "small red circle", "box": small}, {"phrase": "large blue square", "box": large},
+      {"phrase": "word cat", "box": word}]
 
 
 def test_each_split_has_its_own_corpus_and_tower_pairs(world):
@@ -126,7 +142,7 @@ def test_each_split_has_its_own_corpus_and_tower_pairs(world):
 
 
 def test_dialog_turns_never_answer_each_other():
-  scene = {"objects": [synthetic_scenes.object_record("red", "circle", "small", [0, 2, 16, 18])],
+  scene = {"objects": [synthetic_scenes.object_record("red", "circle", "small", [2, 2, 18, 18])],
            "word": None}
   about_it = ("What colour is the circle?", "What shape is the red object?",
               "Is there a red circle?")

@@ -136,10 +136,10 @@ VIEW_PLANS: dict[str, ViewPlan] = {
     # The laptop-sized `tiny` SPHINX presets: 28-px ViT views, ConvNeXt at 16 (map repeated 2x).
     "tiny": ViewPlan(28, TowerViews(28), TowerViews(28, nearest_to=16)),
     "tiny_1k": ViewPlan(56, TowerViews(28, 56), TowerViews(28, 56, nearest_to=16)),
-    # `mini` (the embedded default): the world's 80-px padded square itself, every tower.
-    "mini": ViewPlan(80, TowerViews(80), TowerViews(80)),
-    # `mini` on sub-images (the default's stage 2): global 80 + 2x2 native crops of a 160 resize.
-    "mini_1k": ViewPlan(160, TowerViews(80, 160), TowerViews(80, 160)),
+    # `mini` (the embedded default): the world's 100-px padded square itself, every tower.
+    "mini": ViewPlan(100, TowerViews(100), TowerViews(100)),
+    # `mini` on sub-images (the default's stage 2): global 100 + 2x2 native crops of a 200 resize.
+    "mini_1k": ViewPlan(200, TowerViews(100, 200), TowerViews(100, 200)),
 }
 
 

@@ -33,7 +33,7 @@ from sphinx_jax.data.synthetic_text import (OCR_QUESTION, dense_caption, negativ
 
 FRAMES = 4  # frames per video (MimicIt(num_frames=FRAMES) keeps them all)
 SHOTS = 2  # images per in-context set: the examples, then the query
-VERSION = 5  # bump when what write_world writes changes (the recipe then rebuilds its world)
+VERSION = 6  # bump when what write_world writes changes (the recipe then rebuilds its world)
 STEP = 8  # pixels a video's shape moves per frame
 MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 DIFFERENCE_QUESTION = "What is the difference between the two images?"

@@ -2,10 +2,16 @@
 the world, data.synthetic_text says things about a scene).
 
 A scene is 1-4 objects on a non-square image (so pad-to-square matters): shapes in colours and two
-sizes, each colour x shape at most once (so "the red circle" names one object), kept GAP pixels
-apart, and sometimes a short word in PIL's bitmap font (no anti-aliasing, the same pixels on every
-FreeType build). Boxes are pixels [x1, y1, x2, y2] with exclusive ends: an object's drawn pixels
-span exactly columns x1..x2-1 and rows y1..y2-1.
+sizes, each colour x shape at most once (so "the red circle" names one object), and sometimes a
+short word in PIL's bitmap font (no anti-aliasing, the same pixels on every FreeType build). Boxes
+are pixels [x1, y1, x2, y2] with exclusive ends: an object's drawn pixels span exactly columns
+x1..x2-1 and rows y1..y2-1.
+
+Geometry: the image is 5 x 3 CELLs of 20 px, and the 100-px square it is padded to is the mini
+model's 5 x 5 grid of 20-px patches (configs `mini`), the image its middle three rows. A small
+shape fills one cell, a large one 2 x 2 cells, a word one cell, each MARGIN px inside its cells
+(so things in neighbouring cells are 2 x MARGIN apart): every patch of the global view shows one
+thing or nothing, and a small shape or a word whole (docs/architecture.md has the arithmetic).
 """
 from __future__ import annotations
 
@@ -17,14 +23,13 @@ from PIL import Image, ImageDraw, ImageFont
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
-SIZES = {"small": 16, "large": 26}
 WORDS = ("cat", "dog", "sun", "map", "box", "cup", "hat", "pen", "key", "car")
-IMAGE_SIZE = (80, 64)
-GAP = 4
-# Corners sit on a 10-px grid of the 80-px padded square the model sees: the pitch of the
-# sub-image crops' patches (docs/architecture.md has the arithmetic), so a box is a choice of
-# cells and REC at laptop scale is about finding the object, not regressing pixels.
-GRID = 10
+CELL = 20  # px: the mini model's patch
+MARGIN = 2  # px between a thing and its cells' edges
+CELLS = (5, 3)  # columns x rows
+IMAGE_SIZE = (CELLS[0] * CELL, CELLS[1] * CELL)
+SPAN = {"small": 1, "large": 2}  # cells a shape spans per side
+SIZES = {name: n * CELL - 2 * MARGIN for name, n in SPAN.items()}  # its side in px: 16, 36
 
 
 @functools.cache
@@ -32,30 +37,45 @@ def _font() -> ImageFont.ImageFont:
   return ImageFont.load_default_imagefont()
 
 
-def _apart(a, b) -> bool:
-  return a[2] + GAP <= b[0] or b[2] + GAP <= a[0] or a[3] + GAP <= b[1] or b[3] + GAP <= a[1]
+def _place(rng, taken: set, span: int):
+  """The top-left cell (column, row) of a free span x span block of cells, marked taken, or None
+  when none is free."""
+  free = [(c, r) for c in range(CELLS[0] - span + 1) for r in range(CELLS[1] - span + 1)
+          if not any((c + i, r + j) in taken for i in range(span) for j in range(span))]
+  if not free:
+    return None
+  c, r = free[int(rng.integers(len(free)))]
+  taken.update((c + i, r + j) for i in range(span) for j in range(span))
+  return c, r
 
 
-def _place(rng, taken, w: int, h: int):
-  """A box of w x h inside the image with its corner on the GRID of the padded square, GAP away
-  from every box taken, or None."""
-  pad = (max(IMAGE_SIZE) - IMAGE_SIZE[1]) // 2  # rows above the image in its padded square
-  xs = range(0, IMAGE_SIZE[0] - w + 1, GRID)
-  ys = range(-pad % GRID, IMAGE_SIZE[1] - h + 1, GRID)
-  for _ in range(100):
-    x, y = int(xs[int(rng.integers(len(xs)))]), int(ys[int(rng.integers(len(ys)))])
-    box = [x, y, x + w, y + h]
-    if all(_apart(box, t) for t in taken):
-      return box
-  return None
+def shape_box(cell, size: str) -> list[int]:
+  """The pixel box of a `size` shape whose top-left cell is `cell` (column, row)."""
+  x, y = cell[0] * CELL + MARGIN, cell[1] * CELL + MARGIN
+  return [x, y, x + SIZES[size], y + SIZES[size]]
+
+
+def word_box(cell, text: str) -> list[int]:
+  """The pixel box of `text` written centred in `cell`."""
+  left, top, right, bottom = _font().getbbox(text)
+  w, h = right - left, bottom - top
+  x, y = cell[0] * CELL + (CELL - w) // 2, cell[1] * CELL + (CELL - h) // 2
+  return [x, y, x + w, y + h]
 
 
 def position(box) -> str:
-  """Where a box's centre is: `at the top left`, `at the bottom` (middle third), ..."""
+  """Where a box's centre is, by thirds of the image: `at the top left`, `at the top`, `at the
+  left`, `at the centre`, ... (one of PLACES). A large shape's centre is on a third's edge, which
+  counts as the outer third."""
   w, h = IMAGE_SIZE
   cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-  column = "left" if cx < w / 3 else "right" if cx > 2 * w / 3 else ""
-  return f"at the {'top' if cy < h / 2 else 'bottom'} {column}".rstrip()
+  row = "top" if cy <= h / 3 else "bottom" if cy >= 2 * h / 3 else ""
+  column = "left" if cx <= w / 3 else "right" if cx >= 2 * w / 3 else ""
+  return f"at the {f'{row} {column}'.strip() or 'centre'}"
+
+
+PLACES = tuple(f"at the {f'{r} {c}'.strip() or 'centre'}" for r in ("top", "", "bottom")
+               for c in ("left", "", "right"))
 
 
 def object_record(colour: str, shape: str, size: str, box) -> dict:
@@ -65,19 +85,19 @@ def object_record(colour: str, shape: str, size: str, box) -> dict:
 def scene(rng) -> dict:
   """1-4 objects (distinct colour x shape) and, half the time, a word."""
   kinds = rng.permutation(len(COLOURS) * len(SHAPES))[:int(rng.integers(1, 5))]
-  objects, taken = [], []
+  objects, taken = [], set()
   for k in kinds:
     size = ("small", "large")[int(rng.integers(2))]
-    box = _place(rng, taken, SIZES[size], SIZES[size])
-    if box is not None:
-      taken.append(box)
-      objects.append(object_record(list(COLOURS)[k // len(SHAPES)], SHAPES[k % len(SHAPES)], size, box))
+    cell = _place(rng, taken, SPAN[size])
+    if cell is not None:
+      objects.append(object_record(list(COLOURS)[k // len(SHAPES)], SHAPES[k % len(SHAPES)],
+                                   size, shape_box(cell, size)))
   word = None
   if rng.random() < 0.5:
     text = WORDS[int(rng.integers(len(WORDS)))]
-    left, top, right, bottom = _font().getbbox(text)
-    box = _place(rng, taken, right - left, bottom - top)
-    if box is not None:
+    cell = _place(rng, taken, 1)
+    if cell is not None:
+      box = word_box(cell, text)
       word = {"text": text, "box": box, "position": position(box)}
   return {"objects": objects, "word": word}
 

@@ -5,7 +5,8 @@ region phrases, VQA questions by type, and the multi-turn VQA and REC dialogs of
 from __future__ import annotations
 
 from sphinx_jax.data import tasks
-from sphinx_jax.data.synthetic_scenes import COLOURS, IMAGE_SIZE, SHAPES, SIZES, WORDS, object_record
+from sphinx_jax.data.synthetic_scenes import (COLOURS, IMAGE_SIZE, PLACES, SHAPES, SIZES, WORDS,
+                                             object_record)
 
 OCR_QUESTION = "What word is written in the image?"
 
@@ -67,8 +68,7 @@ def alternatives(s: dict, kind: str, rng) -> list[str]:
     scenes = [dict(s, word=dict(s["word"], text=w)) for w in WORDS if w != s["word"]["text"]]
   elif kind == "position" and o:
     here = o["position"]
-    places = [f"at the {v} {h}".rstrip() for v in ("top", "bottom") for h in ("left", "", "right")]
-    scenes = [_swap(s, o, position=p) for p in places if p != here]
+    scenes = [_swap(s, o, position=p) for p in PLACES if p != here]
   return [tags(a) for a in scenes]
 
 

@@ -13,6 +13,18 @@ def kernel_init(axes: tuple[str | None, ...], stddev: float = 0.02):
   return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
 
 
+def fan_in_init(axes: tuple[str | None, ...], in_axis: int | tuple[int, ...] = 0):
+  """Normal with std 1/sqrt(fan in) (the sum over `in_axis`): unit-variance outputs at any
+  width. LLaMA's fixed 0.02 is that rule at 2,500 wide (0.0156 at 7B's 4,096); at the mini
+  LLM's 128 it is 4.4x too small, and a fresh mini LLM then takes thousands of steps to start
+  reading its context (docs/architecture.md, the embedded default)."""
+  ins = (in_axis,) if isinstance(in_axis, int) else in_axis
+  out_axis = tuple(i for i in range(len(axes)) if i not in ins)
+  return nn.with_logical_partitioning(
+      nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=in_axis,
+                                       out_axis=out_axis), axes)
+
+
 def zeros_init(axes: tuple[str | None, ...]):
   return nn.with_logical_partitioning(nn.initializers.zeros, axes)
 

@@ -15,13 +15,15 @@ import jax
 import jax.numpy as jnp
 
 from sphinx_jax.configs import LlamaConfig
-from sphinx_jax.models.layers import kernel_init, scanned
+from sphinx_jax.models.layers import fan_in_init, kernel_init, scanned
 
 
-def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...]):
-  """A weight of `module` created with its full shape and logical axes, in the compute dtype."""
+def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
+            in_axis: int | tuple[int, ...] = 0):
+  """A weight of `module` created with its full shape and logical axes (initialised by its fan
+  in over `in_axis`), in the compute dtype."""
   cfg = module.cfg
-  return module.param(name, kernel_init(axes), shape, cfg.param_dtype).astype(cfg.dtype)
+  return module.param(name, fan_in_init(axes, in_axis), shape, cfg.param_dtype).astype(cfg.dtype)
 
 
 class RMSNorm(nn.Module):
@@ -80,7 +82,7 @@ class Attention(nn.Module):
         q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask=mask,
         implementation=None if cfg.attention == "xla" else cfg.attention)
     out = jnp.einsum("bthk,hkd->btd", out,
-                     _kernel(self, "wo", (h, hd, d), ("heads", "head_dim", "embed")))
+                     _kernel(self, "wo", (h, hd, d), ("heads", "head_dim", "embed"), (0, 1)))
     return out, cache
 
 
@@ -133,7 +135,7 @@ class Llama(nn.Module):
     self.layers = scanned(Block, cfg, cfg.n_layers, in_axes=(nn.broadcast,) * 4 + (0,))(cfg)
     self.norm = RMSNorm(cfg.norm_eps, cfg.dtype, cfg.param_dtype)
     self.output = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                           param_dtype=cfg.param_dtype, kernel_init=kernel_init(("embed", "vocab")))
+                           param_dtype=cfg.param_dtype, kernel_init=fan_in_init(("embed", "vocab")))
 
   def embed(self, tokens: jax.Array) -> jax.Array:
     return self.tok_embeddings(tokens)
