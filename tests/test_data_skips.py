@@ -1,5 +1,7 @@
 """Bad records are skipped and counted with file and record id (strict mode raises on the first);
 over-long samples are cut in text only; `launch data` prints samples and the skip summary."""
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -8,7 +10,7 @@ from launch.__main__ import main
 from sphinx_jax.data import example as ex
 from sphinx_jax.data import mimic_it, pipeline, sources
 from sphinx_jax.data.image import VIEW_PLANS
-from sphinx_jax.data.sample import Layout, make_sample
+from sphinx_jax.data.sample import CUT, Layout, make_sample
 from sphinx_jax.data.skips import BadRecord, SkipLog
 from sphinx_jax.data.tokenizer import Tokenizer
 from tests import data_fixtures as fx
@@ -79,6 +81,8 @@ def test_over_long_cut_in_text_never_through_an_image(bad):
   sample = make_sample(image, tok, layout, 0)  # BOS + 4 image slots + 2 text tokens
   assert len(sample.tokens) == 7 and sample.image_mask.sum() == 4
   assert sample.loss_mask[5:].all() and sample.tokens[-1] != tok.eos_id
+  assert sample.notes == (CUT,)  # counted and named by the skip log, not silent
+  assert make_sample(image, tok, dataclasses.replace(layout, seq_len=64), 0).notes == ()
   with pytest.raises(BadRecord, match="image block crosses"):
     make_sample(image, tok, Layout(VIEW_PLANS["sphinx"], 4, 4, 1), 0)
   with pytest.raises(BadRecord, match="nothing supervised"):

@@ -2,6 +2,7 @@
 `python -m launch train` with the config argument, then the files and the table it produces,
 and what a rerun reuses or rebuilds."""
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -15,6 +16,9 @@ from launch.__main__ import main
 from sphinx_jax.recipe import chain as recipe
 from sphinx_jax.checkpoints import mix as mix_lib
 from sphinx_jax.checkpoints import params_io
+from sphinx_jax.data import pipeline, synthetic
+from sphinx_jax.data.skips import SkipLog
+from sphinx_jax.train import loop
 from launch import config_files
 
 CONFIG = "default"  # launch/configs/default.py, by its shipped name
@@ -194,3 +198,18 @@ def test_data_command_shows_each_training_stage_of_a_recipe(tmp_path, capsys):
   assert [line for line in out.splitlines() if line.startswith("===")] == [
       "=== stage1_real", "=== stage1_synthetic", "=== stage2"]
   assert out.count("--- sample 0:") == 3 and (tmp_path / "world" / "tokenizer.model").is_file()
+
+
+def test_every_record_of_the_default_fits_its_stage_whole(tmp_path):
+  """No training record of the default's stages is skipped or cut at its stage's seq_len (on a
+  200-scene world: its longest captions, dialogs and two-image samples): a row too short for
+  the five-view images plus their text once made stage 2 skip every two-image sample and stage 1
+  train on captions cut after their first words."""
+  r = config_files.load(f"{CONFIG}:workdir={tmp_path}", [])
+  synthetic.write_world(r.world.root, 200, 8, seed=0)
+  for name in ("stage1_real", "stage1_synthetic", "stage2"):
+    exp = recipe.stages(r)[name]
+    data = exp.data.for_model(loop.model_config(dataclasses.replace(exp.train, init_from="")))
+    skips = SkipLog()
+    assert pipeline.check(data, skips) > 0
+    assert len(skips) == 0 and not skips.notes, (name, skips.summary())

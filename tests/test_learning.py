@@ -185,7 +185,7 @@ def test_stage0_towers_let_a_fresh_llm_name_colour_and_shape(tmp_path):
                           sources=(sources.Captions(str(train_set),
                                                     image_root=str(world / "train")),),
                           view_plan="mini", tokens_per_image=sphinx_preset("mini").image_tokens,
-                          seq_len=32, batch_size=16, threads=2)))
+                          seq_len=40, batch_size=16, threads=2)))
   model = Sphinx.from_pretrained(tmp_path / "run" / "params_step600")
   held_out = _one_object_scenes(world, "eval")
 

@@ -129,7 +129,7 @@ def config(world, **kw):
 
 def test_pair_batches_hold_views_captions_negatives_and_regions(world):
   batch = next(iter(pairs.batches(config(world), SkipLog())))
-  assert batch["vit"].shape == (8, 2, 80, 80, 3) and batch["dino"].shape == (8, 2, 80, 80, 3)
+  assert batch["vit"].shape == (8, 2, 100, 100, 3) and batch["dino"].shape == (8, 2, 100, 100, 3)
   assert batch["negatives"].shape == (8, 2, 56) and batch["phrases"].shape == (8, 5, 8)
   assert batch["boxes"].shape == (8, 2, 5, 4) and batch["region_valid"].shape == (8, 2, 5)
   assert batch["region_valid"][:, 0].any(axis=1).all()  # every scene has an object

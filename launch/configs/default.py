@@ -77,7 +77,7 @@ def get_config(arg: str = "") -> Recipe:
                        text_len=56, negatives=2, batch_size=64, seed=seed))
   return Recipe(
       workdir=workdir, world=world, stage0=towers,
-      stage1_real=stage(size["stage1_real"], 3e-3, {"captions_real": 1}, 40, text_rows=2),
-      stage1_synthetic=stage(size["stage1_synthetic"], 3e-3, {"captions_synthetic": 1}, 128),
-      stage2=stage(size["stage2"], 3e-3, STAGE2, 320, views=SUB_IMAGES, max_images=2),
+      stage1_real=stage(size["stage1_real"], 3e-3, {"captions_real": 1}, 56, text_rows=2),
+      stage1_synthetic=stage(size["stage1_synthetic"], 3e-3, {"captions_synthetic": 1}, 160),
+      stage2=stage(size["stage2"], 3e-3, STAGE2, 400, views=SUB_IMAGES, max_images=2),
       beta=0.5, report=Report(limit=size["limit"]))

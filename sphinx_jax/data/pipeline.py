@@ -216,13 +216,16 @@ def batches(config: DataConfig, skips: SkipLog) -> grain.IterDataset:
 
 
 def check(config: DataConfig, skips: SkipLog) -> int:
-  """Read every record of every source once; returns how many made good samples."""
+  """Read every record of every source once, as training reads it (the corpus as packed
+  documents, never cut); returns how many made good samples."""
   tok = Tokenizer(config.tokenizer)
   good = 0
-  specs = list(config.sources) + ([config.corpus] if config.corpus else [])
-  for i, spec in enumerate(specs):
-    source = Guarded(open_source(spec), functools.partial(
-        make_sample, tok=tok, layout=config.layout, source_id=i), config.strict)
+  readers = [(spec, functools.partial(make_sample, tok=tok, layout=config.layout, source_id=i))
+             for i, spec in enumerate(config.sources)]
+  if config.corpus:
+    readers.append((config.corpus, functools.partial(_document, tok=tok)))
+  for spec, read in readers:
+    source = Guarded(open_source(spec), read, config.strict)
     for item in grain.MapDataset.source(source).to_iter_dataset(read_options(config)):
       good += skips.keep(item)
   return good

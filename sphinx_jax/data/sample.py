@@ -5,8 +5,9 @@ Tokens follow the reference (accessory/data/conversation/dataset.py): the text i
 (per stretch between images), then every target is located as the sublist `encode_segment(target)`
 searched left to right, and exactly those tokens are supervised. Each image (each video frame) is
 a block of `tokens_per_image` slots at its media's place; whitespace next to an image is not
-tokenised (the reference strips it too). A sample longer than `seq_len` is cut in its text tail;
-one whose image blocks do not fit, or that keeps nothing supervised, is a BadRecord (over-long).
+tokenised (the reference strips it too). A sample longer than `seq_len` is cut in its text tail
+(as the reference; noted CUT, so it is counted); one whose image blocks do not fit, or that keeps
+nothing supervised, is a BadRecord (over-long).
 """
 from __future__ import annotations
 
@@ -138,6 +139,11 @@ def tiled(pixels: np.ndarray, plan: ViewPlan) -> dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in _make_views(pixels, plan).items()}
 
 
+# The note on a sample cut at seq_len (counted, named in the skip summary): its tail (answers,
+# EOS) does not train, which is usually a seq_len too short for the data.
+CUT = "text past seq_len (cut, its tail not trained)"
+
+
 def make_sample(example: Example, tok: Tokenizer, layout: Layout, source_id: int) -> Sample:
   def bad(reason):
     return BadRecord(example.file, example.record, reason)
@@ -145,14 +151,16 @@ def make_sample(example: Example, tok: Tokenizer, layout: Layout, source_id: int
   if example.num_images > layout.max_images:
     raise bad(f"{example.num_images} images, more than max_images={layout.max_images}")
   ids, image, loss = encode(example, tok, layout.tokens_per_image)
+  notes = example.notes
   if len(ids) > layout.seq_len:
     if any(image[layout.seq_len:]):
       raise bad(f"over-long: {len(ids)} tokens, an image block crosses seq_len={layout.seq_len}")
     ids, image, loss = (x[:layout.seq_len] for x in (ids, image, loss))
+    notes = (*notes, CUT)
   if not any(loss):
     raise bad(f"over-long: nothing supervised within seq_len={layout.seq_len}")
   frames = [f for media in example.media for f in media]
   images = views(frames, layout.plan) if frames else {}
   return Sample(np.maximum(np.asarray(ids, np.int32), 0), np.asarray(image, bool),
                 np.asarray(loss, bool), images, source_id, f"{example.file} [{example.record}]",
-                example.notes)
+                notes)

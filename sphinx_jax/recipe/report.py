@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -115,13 +116,15 @@ def changed(asked: list[dict], swapped: list[dict]) -> float:
 
 def held_out_losses(world: Path, checkpoints: dict[str, Path], data: DataConfig,
                     limit: int | None) -> tuple[dict, dict]:
-  """({model: {domain: held-out caption loss}}, {model: held-out text-only loss})."""
+  """({model: {domain: held-out caption loss}}, {model: held-out text-only loss}), each over
+  whole records (rows as long as the model's context: nothing is cut)."""
   specs = synthetic.sources(world, "eval")
   tokenizer = Tokenizer(data.tokenizer)
   captions, text = {}, {}
   for name, path in checkpoints.items():
     model = Sphinx.from_pretrained(path)
     layout = data.for_model(model.config).layout
+    layout = dataclasses.replace(layout, seq_len=model.config.llm.max_seq_len)
     captions[name] = {d: mean_loss(model, specs[f"captions_{d}"], layout, tokenizer,
                                    limit=limit)["loss"] for d in DOMAINS}
     text[name] = mean_loss(model, specs["corpus"], layout, tokenizer, limit=limit)["loss"]

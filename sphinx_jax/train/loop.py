@@ -207,6 +207,6 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
     if is_main:
       metrics_file.close()
       writer.close()
-    if len(skips):
+    if len(skips) or skips.notes:
       log.warning("data: %s", skips.summary())
   return metrics
