@@ -4,9 +4,9 @@
   its text leaves for them, and the model splices each row's own image tokens there.
 - A sanity world where the answer is the whole image's colour is learned to ~100% in 150
   steps, even with random frozen towers: nothing between pixels and loss loses the image.
-- After a short stage 0 on the world, a fresh LLM reading the frozen towers learns to name a
-  scene's object (colour and shape) well above the majority answer, and its answer follows the
-  image. (With random towers, colours are still at chance after 200 steps; this test runs 600.)
+- After a short stage 0 on the world, a fresh LLM reading the frozen towers learns to answer
+  colour and shape questions about multi-object scenes in the chat template well above the
+  majority answer, and its answers follow the image.
 """
 import json
 import re
@@ -150,23 +150,22 @@ def test_whole_image_colour_is_learned_with_random_towers(one_colour_world, tmp_
   assert summary["per_answer_type"]["colour"] >= 95.0, summary
 
 
-def _one_object_scenes(world, split: str) -> list[dict]:
-  """The split's scenes with a single object, as captions naming it ("red circle")."""
-  scenes = [json.loads(line) for line in (world / split / "scenes.jsonl").read_text().splitlines()]
-  return [{"image": s["image"], "caption": f"{o['colour']} {o['shape']}"}
-          for s in scenes if len(s["objects"]) == 1 for o in s["objects"]]
+def _colour_and_shape_questions(world, split: str) -> list[dict]:
+  """The split's VQA questions that bind a colour to a shape ("What colour is the circle?",
+  "What shape is the red object?"), in scenes of one to four things."""
+  records = [json.loads(line) for line in (world / split / "vqa.jsonl").read_text().splitlines()]
+  return [r for r in records if r["type"] in ("colour", "shape")]
 
 
-def test_stage0_towers_let_a_fresh_llm_name_colour_and_shape(tmp_path):
-  """Stage 0 (60 steps) then 600 steps of a fresh mini LLM on one-object scenes, the answer
-  right after the image as in stage 1. Measured on this machine (35 held-out one-object scenes
-  of a 150-scene split): colour 1.0, shape 0.74 (majority 0.37); with random towers colour 0.26
-  after 200 steps, and 1.0 / 0.57 after 600.
-  The same questions in the chat template, where ~45 template tokens sit between image and
-  answer, stay near the majority after 600 steps: reading across them is what stage 1 teaches
-  the default."""
+def test_stage0_towers_let_a_fresh_llm_answer_colour_and_shape_questions(tmp_path):
+  """Stage 0 (60 steps), then 400 steps of a fresh mini LLM on the world's colour and shape
+  questions in the chat template, as stage 2 asks them. Measured on this machine (300 held-out
+  scenes, 260 colour / 279 shape questions): colour 0.74 (majority 0.28), shape 0.84 (majority
+  0.36), 0.70 of the answers change when the image is swapped. Random frozen towers do as well
+  on this geometry (0.80 / 0.81): the LLM initialisation, not stage 0, is what this test guards
+  (std 0.02 stays at the majority answer, docs/architecture.md)."""
   world = tmp_path / "world"
-  synthetic.write_world(world, 1200, 600, seed=0)
+  synthetic.write_world(world, 1200, 300, seed=0)
   tokenizer = str(world / "tokenizer.model")
   stage0 = towers.TowersConfig(
       workdir=str(tmp_path / "stage0"), model="mini", steps=60,
@@ -175,31 +174,32 @@ def test_stage0_towers_let_a_fresh_llm_name_colour_and_shape(tmp_path):
                        text_len=56, negatives=2, batch_size=64, threads=2))
   net, trained = towers.pretrain(stage0)
   towers.export(stage0, net.cfg, trained)
-  train_set = fx.write_jsonl(tmp_path / "named.jsonl", _one_object_scenes(world, "train"))
+  train_set = fx.write_jsonl(tmp_path / "qa.jsonl", _colour_and_shape_questions(world, "train"))
   train(Experiment(
       str(tmp_path / "run"),
-      TrainConfig(model="mini", init_from=str(towers.export_dir(stage0)), steps=600, log_every=50,
+      TrainConfig(model="mini", init_from=str(towers.export_dir(stage0)), steps=400, log_every=50,
                   checkpoint_every=1000, mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
-                  optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=10, weight_decay=0.0)),
+                  optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, weight_decay=0.0)),
       pipeline.DataConfig(tokenizer=tokenizer,
-                          sources=(sources.Captions(str(train_set),
-                                                    image_root=str(world / "train")),),
-                          view_plan="mini", tokens_per_image=sphinx_preset("mini").image_tokens,
-                          seq_len=40, batch_size=16, threads=2)))
-  model = Sphinx.from_pretrained(tmp_path / "run" / "params_step600")
-  held_out = _one_object_scenes(world, "eval")
+                          sources=(sources.Task(str(train_set), "vqa",
+                                                image_root=str(world / "train")),),
+                          seq_len=112, batch_size=16, threads=2)))
+  model = Sphinx.from_pretrained(tmp_path / "run" / "params_step400")
+  held_out = _colour_and_shape_questions(world, "eval")
 
-  def named(image: str) -> list[str]:
+  def answer(record: dict, image: str) -> str:
     with Image.open(world / "eval" / image) as im:
-      pixels = model.preprocess(im.convert("RGB"))
-    ids = model.generate_ids(pixels, [model.tokenizer.bos_id], max_new_tokens=6)
-    return model.tokenizer.decode(ids).split()[:2]
+      return model.chat(im.convert("RGB"), f"{record['question']}\n{tasks.VQA}",
+                        max_new_tokens=4).strip()
 
-  answers = [named(r["image"]) for r in held_out]
-  truth = [r["caption"].split() for r in held_out]
-  for k, kind in enumerate(("colour", "shape")):
-    accuracy = np.mean([a[k:k + 1] == t[k:k + 1] for a, t in zip(answers, truth)])
-    majority = max(np.mean([t[k] == v for t in truth]) for v in {t[k] for t in truth})
-    assert accuracy >= majority + (0.5 if kind == "colour" else 0.2), (kind, accuracy, majority)
-  swapped = [named(r["image"]) for r in held_out[1:] + held_out[:1]]
+  answers = [answer(r, r["image"]) for r in held_out]
+  for kind in ("colour", "shape"):
+    rows = [(a, r["answer"]) for a, r in zip(answers, held_out) if r["type"] == kind]
+    accuracy = np.mean([a == truth for a, truth in rows])
+    truths = [truth for _, truth in rows]
+    majority = max(truths.count(v) for v in set(truths)) / len(truths)
+    assert accuracy >= majority + 0.3, (kind, accuracy, majority)
+  images = sorted({r["image"] for r in held_out})
+  other = dict(zip(images, images[1:] + images[:1]))  # another scene for every image
+  swapped = [answer(r, other[r["image"]]) for r in held_out]
   assert np.mean([a != b for a, b in zip(answers, swapped)]) >= 0.5
