@@ -4,11 +4,12 @@ import logging
 import sys
 
 from launch import chat, convert, data, mix, train
+from launch import compile as compile_step
 from launch import eval as evaluate
 from sphinx_jax.util.errors import UserError
 
-COMMANDS = {"train": train, "convert": convert, "chat": chat, "data": data, "eval": evaluate,
-            "mix": mix}
+COMMANDS = {"train": train, "compile": compile_step, "convert": convert, "chat": chat,
+            "data": data, "eval": evaluate, "mix": mix}
 
 
 class _ShowDefaults(argparse.HelpFormatter):
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   overrides = [a.removeprefix("--") for a in extra if a.startswith("--config.")]
-  if len(overrides) != len(extra) or (overrides and args.command not in ("train", "data")):
+  if len(overrides) != len(extra) or (overrides and args.command not in ("train", "data", "compile")):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   # force: importing absl (through orbax) has already configured the root logger at WARNING.
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
   # disk) the path: one line each. Anything else, a JAX tracing error included, is a bug and keeps
   # its traceback.
   try:
-    if args.command in ("train", "data"):
+    if args.command in ("train", "data", "compile"):
       return COMMANDS[args.command].run(args, overrides) or 0
     return COMMANDS[args.command].run(args) or 0
   except (UserError, OSError) as e:

@@ -345,6 +345,16 @@ class SphinxConfig(_Config):
   def view_sizes(self) -> dict[str, int]:
     return {"vit": self.dinov2.image_size, "convnext": self.convnext_size}
 
+  def with_tower_dtypes(self, param_dtype: str, dtype: str) -> "SphinxConfig":
+    """Every vision tower (CLIP, ConvNeXt, DINOv2, BLIP-2's ViT and Q-Former) stored in
+    `param_dtype` and computed in `dtype`; the LLM and the mixer keep the LLM's dtypes."""
+    def cast(tower):
+      return None if tower is None else tower.replace(param_dtype=param_dtype, dtype=dtype)
+    blip2 = None if self.blip2 is None else self.blip2.replace(
+        vision=cast(self.blip2.vision), qformer=cast(self.blip2.qformer))
+    return self.replace(clip=cast(self.clip), convnext=cast(self.convnext),
+                        dinov2=cast(self.dinov2), blip2=blip2)
+
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "SphinxConfig":
     parsers = {"llm": LlamaConfig.from_dict, "convnext": ConvNextConfig.from_dict,

@@ -198,3 +198,38 @@ def test_file_formats(tmp_path):
   urlsafe = base64.urlsafe_b64encode(data).decode()
   assert "-" in urlsafe or "_" in urlsafe
   assert base64_image(urlsafe, "f", "r").size == (8, 6)
+
+
+def test_building_batches_computes_nothing_on_the_default_device(data, tmp_path):
+  """Image decoding, resizes and view tiling run on the host CPU device, never where the
+  training step runs: with the default device moved to another device and implicit transfers
+  to any device refused, a pipeline of sub-image views (bicubic resizes, fp16 nearest resize)
+  and a stage-0 pairs batch are still built, and equal the ones built normally."""
+  import jax
+  from sphinx_jax.data import pairs, synthetic
+  synthetic.write_world(tmp_path, 8, 2, seed=1)
+  pairs_config = pairs.PairsConfig(tokenizer=str(tmp_path / "tokenizer.model"),
+                                   sources=(synthetic.sources(tmp_path, "train")["towers"],),
+                                   batch_size=4, negatives=2, text_len=56, threads=2)
+  cfg = config(data, view_plan="sphinx_1k", tokens_per_image=fx.K, threads=2)
+
+  def build():
+    return (take(iter(pipeline.batches(cfg, SkipLog())), 2),
+            next(iter(pairs.batches(pairs_config, SkipLog()))))
+
+  expected = build()
+  saved = {name: getattr(jax.config, name) for name in (
+      "jax_default_device", "jax_transfer_guard_host_to_device",
+      "jax_transfer_guard_device_to_device")}
+  try:
+    jax.config.update("jax_default_device", jax.devices()[-1])  # not the host CPU device (0)
+    jax.config.update("jax_transfer_guard_host_to_device", "disallow")
+    jax.config.update("jax_transfer_guard_device_to_device", "disallow")
+    got = build()
+  finally:
+    for name, value in saved.items():
+      jax.config.update(name, value)
+  for a, b in zip(expected[0], got[0]):
+    assert_same(a, b)
+  for key in expected[1]:
+    np.testing.assert_array_equal(expected[1][key], got[1][key])

@@ -1,8 +1,8 @@
 """The import rule (docs/architecture.md, Layers): a module imports its own package and what
 lies below it, never a package above or beside it:
 
-  util <- (configs | sharding) <- models <- data <- checkpoints <- (train | inference) <- eval
-  <- recipe
+  util <- (configs | sharding) <- models <- data <- checkpoints <- (train | inference)
+  <- (eval | aot); eval <- recipe
 
 `launch`, `configs/`, `bench/` and the tests sit above everything and are not checked."""
 from __future__ import annotations
@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sphinx_jax"
 # Each package and the packages right below it; it may import those and all below them.
 BELOW = {"util": (), "configs": ("util",), "sharding": ("util",), "models": ("configs", "sharding"),
          "data": ("models",), "checkpoints": ("data",), "train": ("checkpoints",),
-         "inference": ("checkpoints",), "eval": ("inference",), "recipe": ("train", "eval")}
+         "inference": ("checkpoints",), "eval": ("inference",), "aot": ("train", "inference"),
+         "recipe": ("train", "eval")}
 PUBLIC = "sphinx_jax"  # the package's own __init__ (the public surface): above every package
 
 

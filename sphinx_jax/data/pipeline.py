@@ -19,6 +19,7 @@ import logging
 import threading
 
 import grain
+import jax
 import numpy as np
 
 from sphinx_jax.data.batching import collate
@@ -213,6 +214,13 @@ def batches(config: DataConfig, skips: SkipLog) -> grain.IterDataset:
     text = text_rows(config, skips, tok).batch(config.text_rows, batch_fn=list)
     rows = grain.experimental.ZipIterDataset([rows, text]).map(lambda pair: pair[0] + pair[1])
   return rows.map(functools.partial(collate, layout=config.layout))
+
+
+def batch_shapes(config: DataConfig) -> dict:
+  """The shapes and dtypes (ShapeDtypeStructs) of `batches(config)`'s batches, reading nothing."""
+  rows = config.batch_size + config.text_rows
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype),
+                      collate([], config.layout))
 
 
 def check(config: DataConfig, skips: SkipLog) -> int:

@@ -20,7 +20,7 @@ from sphinx_jax import sharding
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import SphinxConfig
 from sphinx_jax.data import image as image_ops
-from sphinx_jax.data.sample import image_after_bos, prompt
+from sphinx_jax.data.sample import image_after_bos, prompt, tiled
 from sphinx_jax.data.templates import STOP, conversation_prompt
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.inference.generate import generate, streaming, trim
@@ -77,8 +77,7 @@ class Sphinx:
   def preprocess(self, image: Image.Image) -> dict[str, np.ndarray]:
     """The reference transform and view tiling: {'vit': [V, s, s, 3], 'convnext': [V, t, t, 3]}
     float32 NHWC, each stack exactly the pixels that tower sees."""
-    square = image_ops.preprocess(image, self.plan.image_size)
-    return {k: np.asarray(v) for k, v in image_ops.make_views(square, self.plan).items()}
+    return tiled(image_ops.preprocess(image, self.plan.image_size), self.plan)
 
   @property
   def view_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -271,3 +270,12 @@ def _generate(params, batch, lengths, key, *, cfg, cache_len, max_new_tokens, sa
                   cache=init_cache(cfg.llm, lengths.shape[0], cache_len),
                   step_method=SphinxNet.decode, max_new_tokens=max_new_tokens,
                   sampling=sampling, eos_id=eos_id, stop_sequences=stops, stream=stream)
+
+
+def lower_generate(params, batch, lengths, key, *, cfg: SphinxConfig, cache_len: int,
+                   max_new_tokens: int):
+  """`Sphinx.generate`'s computation (greedy) lowered for abstract arguments: what the
+  ahead-of-time compile (sphinx_jax.aot) compiles for a TPU slice."""
+  return _generate.lower(params, batch, lengths, key, cfg=cfg, cache_len=cache_len,
+                         max_new_tokens=max_new_tokens, sampling=Sampling(), eos_id=None,
+                         stops=(), stream=False)

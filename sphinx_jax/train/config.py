@@ -34,7 +34,10 @@ class TrainConfig:
   micro_batches: int = 1  # gradient accumulation: the batch is split into this many steps
   loss_weighting: str = "token"  # 'token' (the reference) or 'sample' (models.loss)
   param_dtype: str = "float32"  # master weights
-  compute_dtype: str = "float32"  # 'bfloat16' for bf16 compute
+  compute_dtype: str = "float32"  # 'bfloat16' for bf16 compute (LLM, mixer and towers)
+  # The frozen towers' stored dtype ('bfloat16' halves their memory: they never update); None:
+  # param_dtype. A trainable tower keeps param_dtype.
+  tower_param_dtype: str | None = None
   remat_policy: str = "none"
   mesh: MeshConfig = MeshConfig()
   optim: OptimConfig = OptimConfig()

@@ -10,6 +10,7 @@ anything is saved, so the last checkpoint stays the last good one. One run per w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
+from jax.sharding import Mesh
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
@@ -59,6 +62,12 @@ def model_config(t: TrainConfig) -> SphinxConfig:
     log.info("views: %s (%d per image) -> %s (%d per image)", cfg.view_plan, cfg.n_views,
              t.view_plan, plan.num_views)
     cfg = cfg.replace(view_plan=t.view_plan, n_views=plan.num_views)
+  trained_towers = set(t.trainable) - {"llm", "mixer"}
+  if t.tower_param_dtype not in (None, t.param_dtype) and trained_towers:
+    raise UserError(f"tower_param_dtype {t.tower_param_dtype!r} is for frozen towers; "
+                    f"{sorted(trained_towers)} are trained (their master weights stay "
+                    f"{t.param_dtype})")
+  cfg = cfg.with_tower_dtypes(t.tower_param_dtype or t.param_dtype, t.compute_dtype)
   return cfg.replace(llm=cfg.llm.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
                                          remat_policy=t.remat_policy))
 
@@ -117,13 +126,42 @@ def train(exp: Experiment, resume: bool = False, label: str = "train",
     return _train(exp, workdir, resume, label, resume_with_changes)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+  """What a run computes with, built without allocating anything: shared by `train` and the
+  ahead-of-time compile (sphinx_jax.aot), so both compile the same step."""
+
+  cfg: SphinxConfig
+  mesh: Mesh
+  tx: optax.GradientTransformation
+  abstract: train_step.TrainState  # ShapeDtypeStructs carrying their shardings
+  state_shardings: train_step.TrainState
+  source_names: list[str]
+
+
+def setup(exp: Experiment, devices=None) -> RunSetup:
+  """The model config, mesh over `devices` (default: all), optimizer and abstract state."""
+  t = exp.train
+  cfg = model_config(t)
+  mesh = sharding.make_mesh(t.mesh, devices)
+  tx = optimizer.make(t.optim, t.steps)
+  abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh)
+  return RunSetup(cfg, mesh, tx, abstract, state_shardings, source_metric_names(exp))
+
+
+def step_function(run: RunSetup, t: TrainConfig, batch_shardings: dict):
+  """The jitted, donated, sharded train step of the run."""
+  return train_step.jit_train_step(
+      train_step.make_train_step(run.cfg, run.tx, t.trainable, t.micro_batches,
+                                 t.loss_weighting, len(run.source_names)),
+      run.state_shardings, batch_shardings, run.mesh)
+
+
 def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
            resume_with_changes: tuple[str, ...]) -> dict:
   t = exp.train
-  cfg = model_config(t)
-  mesh = sharding.make_mesh(t.mesh)
-  tx = optimizer.make(t.optim, t.steps)
-  abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh)
+  run = setup(exp)
+  cfg, mesh, abstract = run.cfg, run.mesh, run.abstract
   ckpts = state_checkpoints.Checkpoints(workdir / "checkpoints", t.checkpoint_every,
                                     t.keep_checkpoints)
   has_checkpoints = ckpts.latest_step() is not None
@@ -144,19 +182,15 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
     params = None
     if t.init_from:
       params = {"params": params_io.load(t.init_from, abstract.params["params"])}
-    state = train_step.init_state(cfg, tx, t.trainable, state_shardings, t.seed, params)
+    state = train_step.init_state(cfg, run.tx, t.trainable, run.state_shardings, t.seed, params)
   start = int(state.step)
   if start >= t.steps:  # finished earlier; the export may not have been written then
     _export(workdir, state, cfg, exp)
     return {}
 
   first = next(data)
-  batch_shardings = sharding.batch_shardings(first, mesh)
-  source_names = source_metric_names(exp)
-  step_fn = train_step.jit_train_step(
-      train_step.make_train_step(cfg, tx, t.trainable, t.micro_batches, t.loss_weighting,
-                                 len(source_names)),
-      state_shardings, batch_shardings, mesh)
+  source_names = run.source_names
+  step_fn = step_function(run, t, sharding.batch_shardings(first, mesh))
   schedule = optimizer.schedule(t.optim, t.steps)
   flops = step_flops(cfg, abstract.params["params"], first)
   peak = t.peak_flops or measured_peak_flops()
@@ -164,40 +198,58 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
   writer = SummaryWriter(str(workdir / "tensorboard")) if is_main else None
   metrics_file = open(workdir / "metrics.jsonl", "a") if is_main else None
   preemption = _Preemption()
-  batch, metrics = first, {}
+  metrics, last_read = {}, time.perf_counter()
+
+  def record(step: int, out) -> None:
+    """Read step `step`'s metrics (waiting for it), stop on divergence, log them."""
+    nonlocal metrics, last_read
+    out = _host_metrics(out, source_names)
+    now = time.perf_counter()
+    seconds, last_read = now - last_read, now  # between reads: the step's share of wall time
+    if not np.isfinite(out["loss"]) or not np.isfinite(out["grad_norm"]):
+      ckpts.wait()  # every checkpoint of this run is of a finite state, checksummed
+      raise Diverged(f"step {step + 1}: loss {out['loss']}, grad norm {out['grad_norm']}; "
+                     f"stopping. The newest verified checkpoint is step "
+                     f"{ckpts.latest_step()} in {workdir / 'checkpoints'}")
+    metrics = {"step": step + 1, **out, "lr": float(schedule(step)),
+               "step_time": seconds, "tokens_per_s": out["tokens"] / seconds,
+               "mfu": flops / seconds / (peak * jax.device_count()),
+               "skipped_records": len(skips)}
+    if is_main:
+      metrics_file.write(json.dumps(_finite(metrics)) + "\n")
+      metrics_file.flush()
+      if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
+        for name, value in metrics.items():
+          if name != "step" and np.isfinite(value):
+            writer.add_scalar(f"train/{name}", value, step + 1)
+      bar.set_postfix(loss=f"{out['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
+      bar.update(1)
+
+  # The host never waits on the device: step N+1 is dispatched, and batch N+2 read, collated and
+  # transferred, before step N's metrics are read. A checkpoint step reads its own metrics first,
+  # so no non-finite state is ever saved (its state is donated to the next step).
   try:
     with sharding.use_mesh(mesh), tqdm(total=t.steps, initial=start, disable=not is_main,
                                        desc=label, dynamic_ncols=True) as bar:
+      batch, data_state, unread = sharding.put_batch(first, mesh), data.get_state(), None
       for step in range(start, t.steps):
-        began = time.perf_counter()
-        state, out = step_fn(state, sharding.put_batch(batch, mesh))
-        out = _host_metrics(out, source_names)
-        seconds = time.perf_counter() - began
-        if not np.isfinite(out["loss"]) or not np.isfinite(out["grad_norm"]):
-          ckpts.wait()  # every checkpoint of this run is of a finite state, checksummed
-          raise Diverged(f"step {step + 1}: loss {out['loss']}, grad norm {out['grad_norm']}; "
-                         f"stopping. The newest verified checkpoint is step "
-                         f"{ckpts.latest_step()} in {workdir / 'checkpoints'}")
-        metrics = {"step": step + 1, **out, "lr": float(schedule(step)),
-                   "step_time": seconds, "tokens_per_s": out["tokens"] / seconds,
-                   "mfu": flops / seconds / (peak * jax.device_count()),
-                   "skipped_records": len(skips)}
-        if is_main:
-          metrics_file.write(json.dumps(_finite(metrics)) + "\n")
-          metrics_file.flush()
-          if (step + 1) % t.log_every == 0 or step + 1 == t.steps:
-            for name, value in metrics.items():
-              if name != "step" and np.isfinite(value):
-                writer.add_scalar(f"train/{name}", value, step + 1)
-          bar.set_postfix(loss=f"{out['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
-          bar.update(1)
-        ckpts.save(step + 1, state, data.get_state(),
-                   force=preemption.requested or step + 1 == t.steps)
+        state, out = step_fn(state, batch)
+        saved_data = data_state  # the iterator right after this step's batch
+        last = step + 1 == t.steps
+        if not last:
+          batch = sharding.put_batch(next(data), mesh)
+          data_state = data.get_state()
+        if unread is not None:
+          record(*unread)
+        unread = (step, out)
+        stop = preemption.requested or last
+        if stop or ckpts.due(step + 1):
+          record(*unread)
+          unread = None
+          ckpts.save(step + 1, state, saved_data, force=stop)
         if preemption.requested:
           log.warning("SIGTERM: checkpointed step %d, stopping", step + 1)
           break
-        if step + 1 < t.steps:
-          batch = next(data)
     ckpts.wait()
     if not preemption.requested:
       _export(workdir, state, cfg, exp)

@@ -33,9 +33,13 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def due(self, step: int) -> bool:
+    """Whether `save(step, ...)` would save without being forced."""
+    return self.manager.should_save(step)
+
   def save(self, step: int, state, data_state: dict, force: bool = False) -> bool:
     """Saves (asynchronously) when `step` is on the interval, or when forced."""
-    if not (force or self.manager.should_save(step)):
+    if not (force or self.due(step)):
       return False
     return self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(_jsonable(data_state)),
