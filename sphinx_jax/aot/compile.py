@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -81,9 +80,10 @@ def _lower_decode(exp: Experiment, devs: list, rows: int, max_len: int):
 
 def _reason(error: Exception) -> str:
   """The compiler's one-line reason for not fitting."""
-  text = " ".join(str(error).split())
-  m = re.search(r"(RESOURCE_EXHAUSTED:[^.]*\.[^.]*\.?)", text)
-  return (m.group(1) if m else text)[:400]
+  lines = str(error).splitlines()
+  line = next((x for x in lines if "RESOURCE_EXHAUSTED" in x or "Ran out of memory" in x),
+              lines[0] if lines else "")
+  return " ".join(line.split())[:400]
 
 
 def _out_of_memory(error: Exception) -> bool:

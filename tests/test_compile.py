@@ -1,0 +1,54 @@
+"""`launch compile`: a config's train step compiled for a TPU slice by the real TPU compiler on
+this CPU host (the libtpu wheel of requirements-compile.txt), and slice names."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sphinx_jax.aot.topology import parse
+from sphinx_jax.util.errors import UserError
+
+
+def test_slice_names_count_chips_as_google_cloud_does():
+  assert parse("v5e-8").chips == 8 and parse("v5e-8").topology == "v5e:2x4"
+  assert parse("v5p-128").chips == 64 and parse("v5p-128").topology == "v5p:4x4x4"
+  assert parse("v4-32").chips == 16
+  assert parse("v6e-16").topology == "v6e:4x4"
+  assert parse("v5p:2x2x2", num_slices=2).chips == 16
+  for bad in ("v5p-63", "v7-8", "v5e:2x2x2", "tpu"):
+    with pytest.raises(UserError):
+      parse(bad)
+
+
+def _compile(tmp_path, *args: str) -> tuple[dict, str]:
+  out = tmp_path / "report.json"
+  proc = subprocess.run([sys.executable, "-m", "launch", "compile", "--config", "tiny",
+                         "--json", str(out), *args], capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(out.read_text()), proc.stdout
+
+
+def test_tiny_train_step_compiles_for_a_v5e_slice(tmp_path):
+  pytest.importorskip("libtpu")
+  report, printed = _compile(tmp_path, "--topology", "v5e-4")
+  assert report["topology"] == "v5e-4" and report["chips"] == 4 and report["fits"] is True
+  mesh = report["mesh"]
+  assert mesh["data"] * mesh["fsdp"] * mesh["tensor"] == 4
+  used = report["bytes_per_chip"]
+  assert set(used) == {"arguments", "outputs", "aliases", "temp", "code", "total"}
+  assert used["arguments"] > 0 and used["aliases"] > 0  # the state is donated
+  assert used["total"] == (used["arguments"] + used["outputs"] - used["aliases"] + used["temp"]
+                           + used["code"]) <= report["hbm_bytes_per_chip"]
+  assert report["model_flops_per_step"] > 0 and report["tokens_per_step"] > 0
+  fast, slow = (report["tokens_per_s_per_chip"][k] for k in ("mfu_0.6", "mfu_0.4"))
+  assert fast == pytest.approx(1.5 * slow)
+  assert "fits" in printed
+
+
+def test_a_step_that_cannot_fit_is_reported_not_raised(tmp_path):
+  pytest.importorskip("libtpu")
+  report, printed = _compile(tmp_path, "--topology", "v5e-4", "--config.data.batch_size=65536")
+  assert report["fits"] is False and report["bytes_per_chip"] is None
+  assert "memory" in report["reason"].lower() or "hbm" in report["reason"].lower()
+  assert "does NOT fit" in printed
