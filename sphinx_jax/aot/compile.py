@@ -45,8 +45,8 @@ def _lower_train(exp: Experiment, devs: list):
   run = loop.setup(exp, devs)
   data = exp.data.for_model(run.cfg)
   batch = batch_shapes(data)
-  sharding.check_divisible(batch, sharding.batch_shardings(batch, run.mesh))
   batch_shardings = sharding.batch_shardings(batch, run.mesh)
+  sharding.check_divisible(batch, batch_shardings)
   step = loop.step_function(run, exp.train, batch_shardings)
   with sharding.use_mesh(run.mesh):
     lowered = step.lower(run.abstract, _with_shardings(batch, batch_shardings))
