@@ -1,14 +1,24 @@
-"""Short-answer VQA scoring: the official VQA answer normalisation and accuracy, exact match.
+"""Short-answer VQA scoring: the three VQA-accuracy scorers the field uses, and exact match.
 
-`normalize` is the official evaluation's processPunctuation + processDigitArticle
-(GT-Vision-Lab/VQA vqaEval.py, the code behind the EvalAI VQA server), quirks included: the
-punctuation rule looks at the *original* text, the period regex has a broken look-behind (it
-strips every '.' not followed by a digit) and is passed `re.UNICODE` as its `count` (32), and
-the contraction map's own typos are kept. `vqa_accuracy` averages min(#matching humans / 3, 1)
-over the 10 leave-one-annotator-out subsets, as that script does. It normalises the human answers
-only when they disagree (the official rule) and always normalises the prediction, as
-LLaMA2-Accessory's local evaluation (the LAVIS copy) does and as answers are prepared for the
-EvalAI server; otherwise "Yes" would miss a unanimous "yes".
+All three average min(#matching humans / 3, 1) over the 10 leave-one-annotator-out subsets and
+share the official answer normalisation (processPunctuation + processDigitArticle, quirks kept:
+the punctuation rule looks at the *original* text, the period regex has a broken look-behind and
+is passed `re.UNICODE` (32) as its `count`, the contraction table's typos stay). They differ in
+*what* they normalise:
+
+- `vqa_accuracy`: GT-Vision-Lab/VQA `PythonEvaluationTools/vqaEvaluation/vqaEval.py` at
+  a013f0043c1e ("Fixed processing answers bug", 2021-03-11), the EvalAI VQA server's script:
+  answers and prediction have '\\n'/'\\t' made spaces and are stripped; "if
+  len(set(gtAnswers)) > 1" the answers *and* the prediction are normalised, otherwise none is
+  (so `t-shirt` matches ten `t-shirt`s, and `Yes` does not match ten `yes`s).
+- `vqa_accuracy_accessory`: the pre-2021 script as LAVIS and LLaMA2-Accessory copy it
+  (`accessory/eval_mm/utils/vqa_eval.py` at 3777c43940dd), which produced SPHINX's local val
+  numbers: the prediction is always normalised; the answers get processPunctuation only, and only
+  when they disagree.
+- `textvqa_accuracy`: TextVQA's own EvalAI scorer, M4C's `TextVQAAccuracyEvaluator` with
+  `EvalAIAnswerProcessor` (mmf; LLaVA's copy `llava/eval/m4c_evaluator.py` at c121f0432da2):
+  every string is lower-cased, loses ',' and '?', has "'s" -> " 's", then is normalised; the
+  prediction scores its processed form's soft score among the processed answers.
 """
 from __future__ import annotations
 
@@ -76,15 +86,41 @@ def _clean(text: str) -> str:
   return text.replace("\n", " ").replace("\t", " ").strip()
 
 
-def vqa_accuracy(prediction: str, answers: list[str]) -> float:
-  """Official VQA accuracy of one prediction against the human answers (10 for VQAv2)."""
-  answers = [_clean(a) for a in answers]
-  prediction = normalize(_clean(prediction))
-  if len(set(answers)) > 1:
-    answers = [normalize(a) for a in answers]
+def _soft_score(prediction: str, answers: list[str]) -> float:
+  """Mean over leave-one-out subsets of min(#answers equal to `prediction` / 3, 1) (the answers
+  are told apart by position, as the official answer dicts are by their distinct answer_id)."""
   scores = [min(1.0, sum(a == prediction for j, a in enumerate(answers) if j != i) / 3)
             for i in range(len(answers))]
   return sum(scores) / len(scores)
+
+
+def vqa_accuracy(prediction: str, answers: list[str]) -> float:
+  """GT-Vision-Lab's vqaEval.py (2021): normalise answers and prediction only when the answers
+  disagree."""
+  answers = [_clean(a) for a in answers]
+  prediction = _clean(prediction)
+  if len(set(answers)) > 1:
+    answers = [normalize(a) for a in answers]
+    prediction = normalize(prediction)
+  return _soft_score(prediction, answers)
+
+
+def vqa_accuracy_accessory(prediction: str, answers: list[str]) -> float:
+  """LLaMA2-Accessory's (LAVIS's) copy of the pre-2021 script: SPHINX's local val numbers."""
+  if len(set(answers)) > 1:
+    answers = [process_punctuation(a) for a in answers]
+  return _soft_score(normalize(_clean(prediction)), answers)
+
+
+def _evalai_process(text: str) -> str:
+  """M4C's EvalAIAnswerProcessor (its comma regex can never fire: commas are already gone)."""
+  text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+  return normalize(_clean(text))
+
+
+def textvqa_accuracy(prediction: str, answers: list[str]) -> float:
+  """TextVQA's EvalAI scorer (M4C's TextVQAAccuracyEvaluator): everything processed."""
+  return _soft_score(_evalai_process(prediction), [_evalai_process(a) for a in answers])
 
 
 def exact_match(prediction: str, answer: str) -> float:
