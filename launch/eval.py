@@ -52,6 +52,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed", type=int, default=0, help="demonstration sampling seed")
   parser.add_argument("--max-new-tokens", type=int, default=None,
                       help="override the benchmark's generation budget")
+  parser.add_argument("--scorer", default=None,
+                      help="where the field scores a benchmark two ways: vqav2/okvqa/vizwiz/"
+                           "textvqa: vqa (GT-Vision-Lab's vqaEval.py, default), accessory "
+                           "(LLaMA2-Accessory's copy: SPHINX's val numbers), m4c (TextVQA's own "
+                           "EvalAI scorer); coco_captions: cider (default) or pycocoevalcap "
+                           "(runs it; Java). A rerun with another scorer reuses the predictions")
   parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                       help="compute/param dtype (default: the checkpoint's)")
   parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
   from sphinx_jax.checkpoints.params_io import read_config
   from sphinx_jax.eval.runner import evaluate
   check_counts(args)
+  benchmarks()[args.benchmark].scorer(args.scorer)  # a bad --scorer fails before the model loads
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
   if not args.data.is_dir():
     raise FileNotFoundError(f"{args.data}: no such data directory")
@@ -82,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
   summary = evaluate(model, args.benchmark, args.data, out, split=args.split, limit=args.limit,
                      batch_size=args.batch_size, shots=args.shots, seed=args.seed,
                      max_new_tokens=args.max_new_tokens,
-                     checkpoint=str(args.checkpoint.resolve()), progress=not args.no_progress)
+                     checkpoint=str(args.checkpoint.resolve()), scorer=args.scorer,
+                     progress=not args.no_progress)
   print(json.dumps(summary, indent=1))
   print(f"predictions: {out / 'predictions.jsonl'}  summary: {out / 'summary.json'}")
   return 0

@@ -88,6 +88,12 @@ def test_interrupted_run_resumes_to_the_same_summary(model, tmp_path, monkeypatc
       sorted(_lines(tmp_path / "whole" / "predictions.jsonl"), key=lambda r: r["id"])
   with pytest.raises(ValueError, match="other settings"):
     runner.evaluate(model, "vqav2", data, tmp_path / "cut", batch_size=8, max_new_tokens=5)
+  # another scorer rescores the finished predictions, nothing is generated again
+  calls.clear()
+  rescored = runner.evaluate(model, "vqav2", data, tmp_path / "cut", scorer="m4c", **args)
+  assert calls == [] and whole["scorer"] == "vqa" and rescored["scorer"] == "m4c"
+  with pytest.raises(ValueError, match=r"--scorer bleu: expected one of \['vqa'"):
+    runner.evaluate(model, "vqav2", data, tmp_path / "cut", scorer="bleu", **args)
 
 
 def test_batched_rows_match_single_prompt_generation(model, tmp_path):

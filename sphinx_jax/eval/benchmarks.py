@@ -19,15 +19,27 @@ from sphinx_jax.util.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
-  """`read(root, split, shots=, seed=)` -> samples; `score(records)` -> summary metrics;
+  """`read(root, split, shots=, seed=)` -> samples; `score(records)` -> summary metrics, or
+  {name: score} where the field uses several scorers (the first is the default);
   `export(records, out_dir)` writes files for an external judge or server."""
 
   read: Callable
-  score: Callable[[list[dict]], dict]
+  score: Callable[[list[dict]], dict] | dict[str, Callable[[list[dict]], dict]]
   max_new_tokens: int
   split: str | None = None
   export: Callable[[list[dict], Path], None] | None = None
   in_context: bool = False
+
+  def scorer(self, name: str | None = None) -> tuple[str | None, Callable[[list[dict]], dict]]:
+    """(name, score function) for `--scorer name` (None: the default)."""
+    if not isinstance(self.score, dict):
+      if name is not None:
+        raise UserError(f"--scorer {name}: this benchmark has one scorer")
+      return None, self.score
+    name = name or next(iter(self.score))
+    if name not in self.score:
+      raise UserError(f"--scorer {name}: expected one of {list(self.score)}")
+    return name, self.score[name]
 
 
 def _free_form(records: list[dict]) -> dict:
@@ -55,7 +67,10 @@ def _rec(name: str) -> Benchmark:
                    "val")
 
 
-VQA_ACCURACY = functools.partial(vqa.summarize, score=vqa.vqa_accuracy)
+# VQA accuracy by the scorer of each source (see eval/vqa.py); the official script first.
+VQA_ACCURACY = {"vqa": functools.partial(vqa.summarize, score=vqa.vqa_accuracy),
+                "accessory": functools.partial(vqa.summarize, score=vqa.vqa_accuracy_accessory),
+                "m4c": functools.partial(vqa.summarize, score=vqa.textvqa_accuracy)}
 EXACT_MATCH = functools.partial(vqa.summarize, score=vqa.exact_match)
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -77,7 +92,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "refcoco": _rec("refcoco"),
     "refcoco+": _rec("refcoco+"),
     "refcocog": _rec("refcocog"),
-    "coco_captions": Benchmark(formats_other.read_coco, cider.coco_cider, 20, "test",
+    "coco_captions": Benchmark(formats_other.read_coco,
+                               {"cider": cider.coco_cider,
+                                "pycocoevalcap": cider.coco_cider_pycocoevalcap}, 20, "test",
                                in_context=True),
     "llava_bench": Benchmark(formats_other.read_llava_bench, _free_form, 512,
                              export=_export_llava_bench),

@@ -6,32 +6,19 @@ candidate's weights clipped at the reference's, cosine per n, a Gaussian length 
 exp(-delta^2 / (2 * 6^2)), the mean over n, averaged over references, times 10. One quirk is
 kept: its "length" counts *bigrams* (its `if n == 1` tests the 0-based n-gram index), so delta is
 the difference of bigram counts. Papers print the corpus mean times 100; so does `coco_cider`.
-
-Tokenisation: pycocoevalcap runs Stanford's Java PTBTokenizer (-lowerCase) and drops its
-punctuation tokens. `ptb_tokenize` approximates it: lower case, clitics split as PTB does
-("don't" -> "do n't", "dog's" -> "dog 's"), words keep inner hyphens, slashes, periods and
-apostrophes ("black-and-white", "3.5", "o'clock"), every other mark is its own token and the
-marks pycocoevalcap removes (. , ? ! : ; - -- ... quotes, brackets) are dropped. Known
-differences: PTB keeps abbreviation periods ("mr." vs our "mr") and square brackets
-(as -lsb-/-rsb-), and splits a few more forms (e.g. "cannot"); COCO captions rarely have these.
+Tokenisation is `ptb.tokenize` (pycocoevalcap's Java PTBTokenizer, ported), called as its
+COCOEvalCap does: once over all references in image order, once over all predictions.
+`coco_cider_pycocoevalcap` runs pycocoevalcap itself (needs `pip install -r
+requirements-eval.txt` and Java); both equal the stored official outputs in the tests.
 """
 from __future__ import annotations
 
 import math
-import re
+import shutil
 from collections import Counter
 
-_NOT = re.compile(r"(\w)n't\b")
-_CLITIC = re.compile(r"(\w)'(s|re|ve|ll|d|m)\b")
-_TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-/.&']\w+)*|\.\.\.|--|\S")
-_DROPPED = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";", "(", ")", "{",
-            "}", '"'}
-
-
-def ptb_tokenize(text: str) -> str:
-  """Space-joined tokens, approximately pycocoevalcap's PTBTokenizer output."""
-  text = _CLITIC.sub(r"\1 '\2", _NOT.sub(r"\1 n't", text.lower().replace("\n", " ")))
-  return " ".join(t for t in _TOKEN.findall(text) if t not in _DROPPED)
+from sphinx_jax.eval import ptb
+from sphinx_jax.util.errors import UserError
 
 
 def _ngrams(words: list[str], n: int) -> Counter:
@@ -71,11 +58,41 @@ def cider_d(candidates: list[str], references: list[list[str]], n: int = 4,
   return scores
 
 
-def coco_cider(records: list[dict]) -> dict:
-  """{'cider': 100 * corpus CIDEr-D} of records with a prediction and reference captions."""
+def _scored(records: list[dict]) -> list[dict] | dict:
   scored = [r for r in records if r.get("reference")]
   if len(scored) < 2:
     return {"scored": len(scored), "note": "CIDEr needs at least 2 images (idf over images)"}
-  scores = cider_d([ptb_tokenize(r["prediction"]) for r in scored],
-                   [[ptb_tokenize(c) for c in r["reference"]] for r in scored])
+  return scored
+
+
+def coco_cider(records: list[dict]) -> dict:
+  """{'cider': 100 * corpus CIDEr-D} of records with a prediction and reference captions."""
+  scored = _scored(records)
+  if isinstance(scored, dict):
+    return scored
+  refs = ptb.tokenize([c for r in scored for c in r["reference"]])
+  bounds = [0]
+  for r in scored:
+    bounds.append(bounds[-1] + len(r["reference"]))
+  scores = cider_d(ptb.tokenize([r["prediction"] for r in scored]),
+                   [refs[a:b] for a, b in zip(bounds, bounds[1:])])
   return {"scored": len(scored), "cider": 100 * sum(scores) / len(scores)}
+
+
+def coco_cider_pycocoevalcap(records: list[dict]) -> dict:
+  """The same through pycocoevalcap itself: its PTBTokenizer (Java) and its `Cider`."""
+  try:
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+  except ImportError:
+    raise UserError("--scorer pycocoevalcap needs `pip install -r requirements-eval.txt`") from None
+  if shutil.which("java") is None:
+    raise UserError("--scorer pycocoevalcap needs Java on PATH (Debian: default-jre-headless)")
+  scored = _scored(records)
+  if isinstance(scored, dict):
+    return scored
+  gts = PTBTokenizer().tokenize({i: [{"caption": c} for c in r["reference"]]
+                                 for i, r in enumerate(scored)})
+  res = PTBTokenizer().tokenize({i: [{"caption": r["prediction"]}] for i, r in enumerate(scored)})
+  score, _ = Cider().compute_score(gts, res)
+  return {"scored": len(scored), "cider": 100 * float(score)}

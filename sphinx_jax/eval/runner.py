@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 def evaluate(model, name: str, data: str | os.PathLike, out: str | os.PathLike, *,
              split: str | None = None, limit: int | None = None, batch_size: int = 8,
              shots: int = 0, seed: int = 0, max_new_tokens: int | None = None,
-             checkpoint: str | None = None, progress: bool = True) -> dict:
+             checkpoint: str | None = None, scorer: str | None = None,
+             progress: bool = True) -> dict:
   """Run benchmark `name` on the files in `data` with `model` (an `inference.Sphinx`), writing
   predictions and the summary into `out`; returns the summary."""
   if name not in BENCHMARKS:
@@ -48,6 +49,7 @@ def evaluate(model, name: str, data: str | os.PathLike, out: str | os.PathLike, 
     raise UserError(f"{name}: in-context shots are for coco_captions only")
   if model.tokenizer is None:
     raise UserError("this checkpoint has no tokenizer.model: evaluation needs one")
+  scorer, score = bench.scorer(scorer)
   split = split or bench.split
   samples = bench.read(Path(data), split, shots=shots, seed=seed)[:limit]
   if not samples:
@@ -69,7 +71,7 @@ def evaluate(model, name: str, data: str | os.PathLike, out: str | os.PathLike, 
                   progress)
   records = [done[s.id] for s in samples]
   summary = {"benchmark": name, "split": split, "shots": shots, "samples": len(records),
-             **bench.score(records)}
+             **({"scorer": scorer} if scorer else {}), **score(records)}
   if _writer():
     write_atomic(out / SUMMARY, json.dumps(summary, indent=1))
     if bench.export is not None:
