@@ -124,8 +124,9 @@ def textvqa_accuracy(prediction: str, answers: list[str]) -> float:
 
 
 def exact_match(prediction: str, answer: str) -> float:
-  """LLaMA2-Accessory's `evaluate_exact_match_accuracy` (its GQA and OCR-VQA metric, also
-  Qwen-VL's OCR-VQA one): periods removed, case and outer spaces ignored."""
+  """LLaMA2-Accessory's `evaluate_exact_match_accuracy` (accessory/eval_mm/utils/metric.py @
+  3777c43940dd; its GQA and OCR-VQA metric, also Qwen-VL's OCR-VQA one): periods removed, case
+  and outer spaces ignored."""
   def norm(s):
     return s.replace(".", "").strip().lower()
   return float(norm(prediction) == norm(answer))

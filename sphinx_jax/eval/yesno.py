@@ -14,8 +14,8 @@ MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_transla
 
 
 def pope_label(text: str) -> str:
-  """POPE's parsing (its evaluate.py, as LLaVA's eval_pope): keep the first sentence, drop
-  commas; 'no' if the words include 'No', 'no' or 'not', else 'yes'."""
+  """POPE's parsing (RUCAIBox/POPE evaluate.py @ f3ec60433, as LLaVA's eval_pope): keep the
+  first sentence, drop commas; 'no' if the words include 'No', 'no' or 'not', else 'yes'."""
   text = text.split(".")[0].replace(",", "")
   words = text.split(" ")
   return "no" if "No" in words or "no" in words or "not" in words else "yes"
