@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sphinx_jax.eval import choice, cider, ptb, rec, vqa
+from sphinx_jax.util.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval_official"
 
@@ -80,3 +81,9 @@ def test_the_pycocoevalcap_scorer_runs_the_official_code():
   data = _load("cider.json")
   assert cider.coco_cider_pycocoevalcap(data["records"])["cider"] == pytest.approx(
       100 * data["cider"], rel=1e-12)
+
+
+def test_the_pycocoevalcap_scorer_says_what_it_needs(monkeypatch):
+  monkeypatch.setattr(shutil, "which", lambda name: None)  # no Java (or no pycocoevalcap)
+  with pytest.raises(UserError, match="--scorer pycocoevalcap needs"):
+    cider.coco_cider_pycocoevalcap(_load("cider.json")["records"])

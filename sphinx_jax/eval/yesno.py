@@ -53,8 +53,9 @@ def pope(records: list[dict]) -> dict:
 
 
 def mme_label(text: str) -> str:
-  """MME's `parse_pred_ans` on the lower-cased answer: 'yes'/'no', or a yes/no among its first
-  four characters, else 'other' (always wrong)."""
+  """MME's `parse_pred_ans` (its eval_tool/calculation.py, as LLaMA2-Accessory copies it in
+  accessory/eval_mm/utils/metric.py @ 3777c43940dd) on the lower-cased answer: 'yes'/'no', or a
+  yes/no among its first four characters, else 'other' (always wrong)."""
   text = text.lower()
   if text in ("yes", "no"):
     return text
