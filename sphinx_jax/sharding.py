@@ -144,6 +144,27 @@ def put_batch(batch: Any, mesh: Mesh) -> Any:
                       batch, batch_shardings(batch, mesh))
 
 
+def process_rows(n_rows: int, mesh: Mesh) -> list[int]:
+  """The rows of an `n_rows`-row batch that this process's devices hold (every batch array is
+  split by rows alike: `batch_sharding`)."""
+  index = batch_sharding(mesh, 1).addressable_devices_indices_map((n_rows,))
+  return sorted({r for (rows,) in index.values() for r in range(*rows.indices(n_rows))})
+
+
+def put_rows(local: Any, rows: list[int], n_rows: int, mesh: Mesh) -> Any:
+  """Global `n_rows`-row arrays from this process's `rows` of the batch (`local[i]` is row
+  `rows[i]`), sharded by `batch_shardings`: a process reads only the rows it holds."""
+  position = {r: i for i, r in enumerate(rows)}
+
+  def put(x, sharding):
+    def shard(index):
+      wanted = range(*index[0].indices(n_rows))
+      return x[[position[r] for r in wanted]][(slice(None), *index[1:])]
+    return jax.make_array_from_callback((n_rows, *x.shape[1:]), sharding, shard)
+
+  return jax.tree.map(put, local, batch_shardings(local, mesh))
+
+
 @contextlib.contextmanager
 def use_mesh(mesh: Mesh):
   """Context for tracing sharded code: the mesh plus the logical-axis rules."""

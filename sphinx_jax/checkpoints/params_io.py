@@ -9,15 +9,18 @@ sharding and stack on device. A directory appears only when complete (written as
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from orbax.checkpoint import v1 as ocp
 from orbax.checkpoint.experimental.v1 import partial as ocp_partial
@@ -42,13 +45,35 @@ class CheckpointError(UserError):
 def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
           tokenizer: str | os.PathLike | None = None) -> Path:
   """Write disk-layout `parts` (disjoint subtrees, saved one at a time) atomically to `dst`,
-  with each array's checksum."""
+  with each array's checksum. With several processes every one calls this with the same global
+  arrays: each writes its shards, process 0 the rest."""
   dst = Path(os.path.abspath(dst))  # Orbax wants absolute paths
   if dst.exists():
     raise CheckpointError(f"{dst}: already exists; refusing to overwrite")
-  with building(dst) as tmp:
+  with building(dst) if jax.process_count() == 1 else _building_together(dst) as tmp:
     write_into(tmp, parts, config, tokenizer)
   return dst
+
+
+@contextlib.contextmanager
+def _building_together(dst: Path) -> Iterator[Path]:
+  """`util.files.building` for all processes: process 0's hidden sibling, made and renamed by
+  it once every process has written its shards."""
+  tag = multihost_utils.broadcast_one_to_all(np.frombuffer(uuid.uuid4().bytes[:4], np.uint8))
+  tmp = dst.parent / f".{dst.name}.partial-{bytes(np.asarray(tag)).hex()}"
+  main = jax.process_index() == 0
+  if main:
+    tmp.mkdir(parents=True)
+  multihost_utils.sync_global_devices(f"made {tmp}")
+  try:
+    yield tmp
+    multihost_utils.sync_global_devices(f"wrote {tmp}")
+    if main:
+      tmp.rename(dst)
+    multihost_utils.sync_global_devices(f"renamed {tmp}")
+  finally:
+    if main:
+      shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_into(directory: Path, parts: Iterable[dict], config: dict,
@@ -60,21 +85,30 @@ def write_into(directory: Path, parts: Iterable[dict], config: dict,
     sums.update(checksums.of_tree(part))
     ocp_partial.save(directory / PARAMS_DIR, part)
   ocp_partial.finalize(directory / PARAMS_DIR)
-  checksums.write(directory / CHECKSUMS_FILE, sums)
-  (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-  if tokenizer is not None:
-    shutil.copyfile(tokenizer, directory / TOKENIZER_FILE)
+  if jax.process_index() == 0:
+    checksums.write(directory / CHECKSUMS_FILE, sums)
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+      shutil.copyfile(tokenizer, directory / TOKENIZER_FILE)
 
 
 def disk_parts(params: dict) -> Iterator[dict]:
-  """Split in-memory params into disk-layout parts: everything unstacked, then layer by layer."""
+  """Split in-memory params into disk-layout parts: everything unstacked, then layer by layer
+  (on the host; a layer of arrays spread over several processes is gathered on device)."""
   rest, stacks = _split_stacks(params)
   if rest:
     yield rest
   for path, stack in stacks:
     n = jax.tree.leaves(stack)[0].shape[0]
     for i in range(n):
-      yield _nest(path, {STACK_KEY: {str(i): jax.tree.map(lambda a: np.asarray(a[i]), stack)}})
+      yield _nest(path, {STACK_KEY: {str(i): jax.tree.map(lambda a: _layer(a, i), stack)}})
+
+
+def _layer(stack, i: int):
+  if isinstance(stack, jax.Array) and not stack.is_fully_addressable:
+    replicated = NamedSharding(stack.sharding.mesh, PartitionSpec())
+    return jax.jit(lambda a: a[i], out_shardings=replicated)(stack)
+  return np.asarray(stack[i])
 
 
 def assemble(parts: Iterable[dict]) -> dict:

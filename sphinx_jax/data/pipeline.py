@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import sys
 import threading
 
 import grain
@@ -206,14 +207,107 @@ def text_rows(config: DataConfig, skips: SkipLog, tok: Tokenizer) -> grain.IterD
   return ds.map(functools.partial(_text_row, source_id=len(config.sources)))
 
 
-def batches(config: DataConfig, skips: SkipLog) -> grain.IterDataset:
-  """Endless batches under the batch contract: `batch_size` mixture rows (+ `text_rows`)."""
-  tok = Tokenizer(config.tokenizer)
-  rows = samples(config, skips, tok).batch(config.batch_size, batch_fn=list)
-  if config.text_rows:
-    text = text_rows(config, skips, tok).batch(config.text_rows, batch_fn=list)
-    rows = grain.experimental.ZipIterDataset([rows, text]).map(lambda pair: pair[0] + pair[1])
-  return rows.map(functools.partial(collate, layout=config.layout))
+# A bad record's row takes the record at a hashed position of the same mixture instead (any
+# source, any epoch), then another: 64 draws fail only when almost every record is bad.
+ROW_DRAWS = 64
+_MASK = 2**62 - 1
+
+
+def _redraw(k: int, a: int) -> int:
+  """Position of draw `a` for row `k`: splitmix64 of (k, a), below 2**62."""
+  z = (k * 0x9E3779B97F4A7C15 + a * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+  z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+  z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+  return (z ^ (z >> 31)) & _MASK
+
+
+class _Row:
+  """Row k of the training stream, computable by any process alone: the mixture's record k, or,
+  when that one is bad, the record at `_redraw(k, 1)`, then `_redraw(k, 2)`, ... Returns (sample
+  or None, the Skipped markers met), for the consumer to log."""
+
+  def __init__(self, config: DataConfig, tok: Tokenizer):
+    fn = functools.partial(make_sample, tok=tok, layout=config.layout)
+    guarded = [Guarded(open_source(spec), functools.partial(fn, source_id=i), config.strict)
+               for i, spec in enumerate(config.sources)]
+    parts = [grain.MapDataset.source(g).shuffle(seed=config.seed + i).repeat()
+             for i, g in enumerate(guarded)]
+    weights = config.weights or [len(g) for g in guarded]
+    self.mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
+
+  def __call__(self, k: int):
+    skipped = []
+    for a in range(ROW_DRAWS):
+      item = self.mixed[k if a == 0 else _redraw(k, a)]
+      if not isinstance(item, Skipped):
+        return item, skipped
+      skipped.append(item)
+    return None, skipped
+
+
+class Batches:
+  """Endless batches under the batch contract: `batch_size` mixture rows (+ `text_rows` packed
+  corpus rows), or only the rows `rows` of each (a process's addressable rows), in the same
+  order as the whole batch's. Row j of step s is the mixture's record s * batch_size + j (see
+  `_Row` for bad ones), so which rows a process reads changes nothing in them; only the packed
+  corpus is read sequentially, by every process (tokenising only), and is the whole state next
+  to the step: `get_state()` is the same on every process, `set_state()` resumes exactly."""
+
+  def __init__(self, config: DataConfig, skips: SkipLog, rows=None):
+    total = config.batch_size + config.text_rows
+    rows = sorted(range(total) if rows is None else rows)
+    if not rows or rows[0] < 0 or rows[-1] >= total:
+      raise UserError(f"rows {rows}: a batch has rows 0 .. {total - 1}")
+    self.config, self.skips, self.rows = config, skips, rows
+    self.tok = Tokenizer(config.tokenizer)
+    self.sample_rows = [j for j in rows if j < config.batch_size]
+    self.text_picks = [j - config.batch_size for j in rows if j >= config.batch_size]
+    self.row = _Row(config, self.tok)
+    self.decoded = 0  # records made into samples for this process's rows (bad ones included)
+    self.set_state({"step": 0, "text": None})
+
+  def __iter__(self):
+    return self
+
+  def get_state(self) -> dict:
+    return {"step": self.step, "text": self.text.get_state() if self.text else None}
+
+  def set_state(self, state: dict) -> None:
+    self.step = state["step"]
+    r, size, picks = len(self.sample_rows), self.config.batch_size, self.sample_rows
+    self.samples = None
+    if r:
+      index = grain.MapDataset.range(self.step * r, sys.maxsize)
+      self.samples = iter(index.map(lambda i: self.row((i // r) * size + picks[i % r]))
+                          .to_iter_dataset(read_options(self.config)).batch(r, batch_fn=list))
+    self.text = None
+    if self.config.text_rows:
+      self.text = iter(text_rows(self.config, self.skips, self.tok)
+                       .batch(self.config.text_rows, batch_fn=list))
+      if state["text"] is not None:
+        self.text.set_state(state["text"])
+
+  def __next__(self) -> dict:
+    out = []
+    for sample, skipped in next(self.samples) if self.samples else []:
+      self.decoded += 1 + len(skipped)
+      for marker in skipped:
+        self.skips.keep(marker)
+      if sample is None:
+        raise UserError(f"{ROW_DRAWS} records drawn for one batch row were all bad; is (almost) "
+                        "every record bad?\n" + self.skips.summary())
+      self.skips.keep(sample)  # counts its notes
+      out.append(sample)
+    if self.text:
+      text = next(self.text)  # every process packs the whole corpus stream: one state
+      out += [text[j] for j in self.text_picks]
+    self.step += 1
+    return collate(out, layout=self.config.layout)
+
+
+def batches(config: DataConfig, skips: SkipLog, rows=None) -> Batches:
+  """`Batches(config, skips, rows)`: the training stream (all rows, or a process's)."""
+  return Batches(config, skips, rows)
 
 
 def batch_shapes(config: DataConfig) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import signal
@@ -73,13 +74,20 @@ def model_config(t: TrainConfig) -> SphinxConfig:
 
 
 def _export(workdir: Path, state, cfg: SphinxConfig, exp: Experiment) -> None:
-  """`workdir/params_step<N>` for chat, eval and mix (kept if it exists)."""
-  if jax.process_count() > 1:  # an Orbax save of host arrays from one process hangs the others
-    log.warning("multi-process run: no params export; the checkpoint in %s holds the params",
-                workdir / "checkpoints")
-    return
+  """`workdir/params_step<N>` for chat, eval and mix (kept if it exists); with several
+  processes, all write it together."""
   state_checkpoints.export_params(workdir / f"params_step{int(state.step)}", state.params["params"],
                               cfg, exp.data.tokenizer)
+
+
+def _spans(rows: list[int]) -> str:
+  """[0, 1, 2, 5] -> '0-2,5'."""
+  spans, start = [], rows[0]
+  for a, b in zip(rows, rows[1:] + [None]):
+    if b != a + 1:
+      spans.append(f"{start}-{a}" if a > start else f"{a}")
+      start = b
+  return ",".join(spans)
 
 
 def source_metric_names(exp: Experiment) -> list[str]:
@@ -173,7 +181,11 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
   if jax.process_index() == 0:
     run_config.save(workdir, exp)
   skips = SkipLog()
-  data = iter(pipeline.batches(exp.data.for_model(cfg), skips))
+  data_config = exp.data.for_model(cfg)
+  shapes = pipeline.batch_shapes(data_config)
+  n_rows = shapes["tokens"].shape[0]
+  rows = sharding.process_rows(n_rows, mesh)  # this process reads and decodes only these
+  data = pipeline.batches(data_config, skips, rows)
   if has_checkpoints:
     state, data_state = ckpts.restore_newest(abstract)
     data.set_state(data_state)
@@ -190,9 +202,9 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
 
   first = next(data)
   source_names = run.source_names
-  step_fn = step_function(run, t, sharding.batch_shardings(first, mesh))
+  step_fn = step_function(run, t, sharding.batch_shardings(shapes, mesh))
   schedule = optimizer.schedule(t.optim, t.steps)
-  flops = step_flops(cfg, abstract.params["params"], first)
+  flops = step_flops(cfg, abstract.params["params"], shapes)
   peak = t.peak_flops or measured_peak_flops()
   is_main = jax.process_index() == 0
   writer = SummaryWriter(str(workdir / "tensorboard")) if is_main else None
@@ -231,13 +243,14 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
   try:
     with sharding.use_mesh(mesh), tqdm(total=t.steps, initial=start, disable=not is_main,
                                        desc=label, dynamic_ncols=True) as bar:
-      batch, data_state, unread = sharding.put_batch(first, mesh), data.get_state(), None
+      put = functools.partial(sharding.put_rows, rows=rows, n_rows=n_rows, mesh=mesh)
+      batch, data_state, unread = put(first), data.get_state(), None
       for step in range(start, t.steps):
         state, out = step_fn(state, batch)
         saved_data = data_state  # the iterator right after this step's batch
         last = step + 1 == t.steps
         if not last:
-          batch = sharding.put_batch(next(data), mesh)
+          batch = put(next(data))
           data_state = data.get_state()
         if unread is not None:
           record(*unread)
@@ -261,4 +274,6 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
       writer.close()
     if len(skips) or skips.notes:
       log.warning("data: %s", skips.summary())
+    log.info("data: process %d read rows %s of each %d-row batch: %d samples decoded in %d steps",
+             jax.process_index(), _spans(rows), n_rows, data.decoded, data.step)
   return metrics
