@@ -2,14 +2,15 @@
 
 Each source is shuffled (reshuffled every epoch) and repeated, and the sources are mixed by
 `weights` (default: proportional to their sizes). A record becomes a Sample in grain's reading
-threads; a bad one becomes a `Skipped` marker that the consumer logs (SkipLog) and drops, or, in
-strict mode, raises. Bad means any Exception while that one record becomes a sample, not only
+threads; a bad one becomes a `Skipped` marker that the consumer logs (SkipLog), or, in strict
+mode, raises. Training rows are read by position (`Batches`: a bad record's row is redrawn), so a
+process can read only its own rows; `samples` (for `launch data`) drops bad records instead. Bad means any Exception while that one record becomes a sample, not only
 BadRecord: one odd record must not kill a run. An unexpected type may be a bug rather than bad
 data, so its first traceback is logged once per type (strict mode raises it as a BadRecord
 chained to the original). Stage 1 adds `text_rows` rows per batch packed from a text corpus
 (concatenate [BOS doc EOS] then split, as the reference's falcon_packed): a fixed budget of
-text_rows x seq_len text tokens next to `batch_size` image-caption rows. `iter(dataset)` is a grain
-iterator whose `get_state()` / `set_state()` resume exactly.
+text_rows x seq_len text tokens next to `batch_size` image-caption rows. `Batches.get_state()` /
+`set_state()` resume exactly.
 """
 from __future__ import annotations
 
