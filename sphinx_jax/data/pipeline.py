@@ -274,6 +274,9 @@ class Batches:
     return {"step": self.step, "text": self.text.get_state() if self.text else None}
 
   def set_state(self, state: dict) -> None:
+    if not isinstance(state, dict) or set(state) != {"step", "text"}:
+      raise UserError(f"data state {str(state)[:80]}: not a training stream's (step, text); a "
+                      "checkpoint from before per-process reading cannot resume its data")
     self.step = state["step"]
     r, size, picks = len(self.sample_rows), self.config.batch_size, self.sample_rows
     self.samples = None

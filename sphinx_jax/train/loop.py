@@ -180,15 +180,9 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
     run_config.check_resume(workdir, exp, resume_with_changes)
   if jax.process_index() == 0:
     run_config.save(workdir, exp)
-  skips = SkipLog()
-  data_config = exp.data.for_model(cfg)
-  shapes = pipeline.batch_shapes(data_config)
-  n_rows = shapes["tokens"].shape[0]
-  rows = sharding.process_rows(n_rows, mesh)  # this process reads and decodes only these
-  data = pipeline.batches(data_config, skips, rows)
+  data_state = None
   if has_checkpoints:
     state, data_state = ckpts.restore_newest(abstract)
-    data.set_state(data_state)
     log.info("resumed from step %d", int(state.step))
   else:
     params = None
@@ -200,6 +194,14 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
     _export(workdir, state, cfg, exp)
     return {}
 
+  skips = SkipLog()
+  data_config = exp.data.for_model(cfg)
+  shapes = pipeline.batch_shapes(data_config)
+  n_rows = shapes["tokens"].shape[0]
+  rows = sharding.process_rows(n_rows, mesh)  # this process reads and decodes only these
+  data = pipeline.batches(data_config, skips, rows)
+  if data_state is not None:
+    data.set_state(data_state)
   first = next(data)
   source_names = run.source_names
   step_fn = step_function(run, t, sharding.batch_shardings(shapes, mesh))
@@ -274,6 +276,7 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
       writer.close()
     if len(skips) or skips.notes:
       log.warning("data: %s", skips.summary())
-    log.info("data: process %d read rows %s of each %d-row batch: %d samples decoded in %d steps",
+    log.info("data: process %d read rows %s of each %d-row batch: %d records decoded for %d "
+             "batches",
              jax.process_index(), _spans(rows), n_rows, data.decoded, data.step)
   return metrics
