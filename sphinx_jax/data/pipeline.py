@@ -264,7 +264,8 @@ class Batches:
     self.sample_rows = [j for j in rows if j < config.batch_size]
     self.text_picks = [j - config.batch_size for j in rows if j >= config.batch_size]
     self.row = _Row(config, self.tok)
-    self.decoded = 0  # records made into samples for this process's rows (bad ones included)
+    self.decoded = self.batches_read = 0  # by this reader: records made into samples for its
+    # rows (bad ones included), and batches
     self.set_state({"step": 0, "text": None})
 
   def __iter__(self):
@@ -306,6 +307,7 @@ class Batches:
       text = next(self.text)  # every process packs the whole corpus stream: one state
       out += [text[j] for j in self.text_picks]
     self.step += 1
+    self.batches_read += 1
     return collate(out, layout=self.config.layout)
 
 

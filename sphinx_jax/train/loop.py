@@ -278,5 +278,5 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
       log.warning("data: %s", skips.summary())
     log.info("data: process %d read rows %s of each %d-row batch: %d records decoded for %d "
              "batches",
-             jax.process_index(), _spans(rows), n_rows, data.decoded, data.step)
+             jax.process_index(), _spans(rows), n_rows, data.decoded, data.batches_read)
   return metrics
