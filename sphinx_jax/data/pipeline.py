@@ -3,11 +3,12 @@
 Each source is shuffled (reshuffled every epoch) and repeated, and the sources are mixed by
 `weights` (default: proportional to their sizes). A record becomes a Sample in grain's reading
 threads; a bad one becomes a `Skipped` marker that the consumer logs (SkipLog), or, in strict
-mode, raises. Training rows are read by position (`Batches`: a bad record's row is redrawn), so a
-process can read only its own rows; `samples` (for `launch data`) drops bad records instead. Bad means any Exception while that one record becomes a sample, not only
-BadRecord: one odd record must not kill a run. An unexpected type may be a bug rather than bad
-data, so its first traceback is logged once per type (strict mode raises it as a BadRecord
-chained to the original). Stage 1 adds `text_rows` rows per batch packed from a text corpus
+mode, raises. Training rows are read by position (`Batches`: a bad record's row is redrawn), so
+a process can read only its own rows; `samples` (for `launch data`) drops bad records instead.
+Bad means any Exception while that one record becomes a sample, not only BadRecord: one odd
+record must not kill a run. An unexpected type may be a bug rather than bad data, so its first
+traceback is logged once per type (strict mode raises it as a BadRecord chained to the
+original). Stage 1 adds `text_rows` rows per batch packed from a text corpus
 (concatenate [BOS doc EOS] then split, as the reference's falcon_packed): a fixed budget of
 text_rows x seq_len text tokens next to `batch_size` image-caption rows. `Batches.get_state()` /
 `set_state()` resume exactly.
@@ -166,17 +167,23 @@ def read_options(config: DataConfig) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=config.threads, prefetch_buffer_size=4 * config.threads)
 
 
-def mixture(specs, weights, fn, config, skips: SkipLog) -> grain.IterDataset:
-  """The seeded, endless mixture of `specs` (by `weights`, default their sizes), each example
-  as `fn(example, source_id)`; bad records logged in `skips` and dropped. `config` gives seed,
-  strict and threads."""
+def mixed_map(specs, weights, fn, config) -> tuple[grain.MapDataset, int]:
+  """(the seeded, endless, randomly accessible mixture of `specs` by `weights` (default their
+  sizes), each example as `fn(example, source_id)` or a Skipped marker; the number of records).
+  `config` gives seed and strict."""
   opened = [open_source(s) for s in specs]
   parts = [grain.MapDataset.source(Guarded(src, functools.partial(fn, source_id=i),
                                            config.strict))
            .shuffle(seed=config.seed + i).repeat() for i, src in enumerate(opened)]
   weights = weights or [len(src) for src in opened]
   mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
-  records = sum(len(src) for src in opened)
+  return mixed, sum(len(src) for src in opened)
+
+
+def mixture(specs, weights, fn, config, skips: SkipLog) -> grain.IterDataset:
+  """`mixed_map` read in order, bad records logged in `skips` and dropped; `config` also gives
+  the reader threads."""
+  mixed, records = mixed_map(specs, weights, fn, config)
   return mixed.to_iter_dataset(read_options(config)).filter(_keeper(skips, records))
 
 
@@ -229,12 +236,7 @@ class _Row:
 
   def __init__(self, config: DataConfig, tok: Tokenizer):
     fn = functools.partial(make_sample, tok=tok, layout=config.layout)
-    guarded = [Guarded(open_source(spec), functools.partial(fn, source_id=i), config.strict)
-               for i, spec in enumerate(config.sources)]
-    parts = [grain.MapDataset.source(g).shuffle(seed=config.seed + i).repeat()
-             for i, g in enumerate(guarded)]
-    weights = config.weights or [len(g) for g in guarded]
-    self.mixed = grain.MapDataset.mix(parts, weights) if len(parts) > 1 else parts[0]
+    self.mixed, _ = mixed_map(config.sources, config.weights, fn, config)
 
   def __call__(self, k: int):
     skipped = []
@@ -259,13 +261,13 @@ class Batches:
     rows = sorted(range(total) if rows is None else rows)
     if not rows or rows[0] < 0 or rows[-1] >= total:
       raise UserError(f"rows {rows}: a batch has rows 0 .. {total - 1}")
-    self.config, self.skips, self.rows = config, skips, rows
+    self.config, self.skips = config, skips
     self.tok = Tokenizer(config.tokenizer)
     self.sample_rows = [j for j in rows if j < config.batch_size]
     self.text_picks = [j - config.batch_size for j in rows if j >= config.batch_size]
     self.row = _Row(config, self.tok)
-    self.decoded = self.batches_read = 0  # by this reader: records made into samples for its
-    # rows (bad ones included), and batches
+    # by this reader: records made into samples for its rows (bad ones included), and batches
+    self.decoded = self.batches_read = 0
     self.set_state({"step": 0, "text": None})
 
   def __iter__(self):
