@@ -415,6 +415,25 @@ SPHINX_PRESETS: dict[str, SphinxConfig] = {
                   convnext=ConvNextConfig(depths=(1, 1), dims=(48, 96), patch_size=10)),
 }
 
+
+
+def checkpoint_config(cfg: "SphinxConfig | LlamaConfig") -> dict[str, Any]:
+  """A params checkpoint's config.json: {'model': 'sphinx', **SphinxConfig} or {'model':
+  'llama', 'llm': LlamaConfig}."""
+  if isinstance(cfg, LlamaConfig):
+    return {"model": "llama", "llm": cfg.to_dict()}
+  return {"model": "sphinx", **cfg.to_dict()}
+
+
+def from_checkpoint_config(d: dict[str, Any]) -> "SphinxConfig | LlamaConfig":
+  """The inverse of `checkpoint_config`."""
+  if d.get("model") == "llama":
+    return LlamaConfig.from_dict(d["llm"])
+  if d.get("model") == "sphinx":
+    return SphinxConfig.from_dict({k: v for k, v in d.items() if k != "model"})
+  raise UserError(f"model {d.get('model')!r} is neither 'sphinx' nor 'llama'")
+
+
 # LLaMA2-Accessory `llama_type` (meta.json) -> our preset.
 ACCESSORY_TYPES = {"llama_ens": "sphinx", "llama_ens5": "sphinx_1k", "llama_ens10": "sphinx_2k",
                    "llama_ens_light": "sphinx_tiny", "llama_ens5_light": "sphinx_tiny_1k"}
@@ -426,3 +445,22 @@ def sphinx_preset(name: str, **overrides: Any) -> SphinxConfig:
   if name not in SPHINX_PRESETS:
     raise KeyError(f"unknown SPHINX preset {name!r}; known: {sorted(SPHINX_PRESETS)}")
   return SPHINX_PRESETS[name].replace(**overrides)
+
+
+# A training run's `model` names a SPHINX preset, or `llm:<LLM preset>` for the LLM alone (text
+# only); the prefix keeps the names apart ('tiny' and 'mini' are presets of both).
+TEXT_ONLY_PREFIX = "llm:"
+
+
+def model_preset(name: str) -> "SphinxConfig | LlamaConfig":
+  """`sphinx_preset(name)`, or the LLM preset of `llm:<name>` (a text-only model)."""
+  if name.startswith(TEXT_ONLY_PREFIX):
+    llm = name[len(TEXT_ONLY_PREFIX):]
+    if llm not in LLM_PRESETS:
+      raise UserError(f"unknown LLM preset {llm!r}; known: {sorted(LLM_PRESETS)}")
+    return LLM_PRESETS[llm]
+  try:
+    return sphinx_preset(name)
+  except KeyError as e:
+    raise UserError(f"{e.args[0]}; or {TEXT_ONLY_PREFIX}<one of {sorted(LLM_PRESETS)}> for "
+                    "the LLM alone") from None

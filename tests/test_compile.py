@@ -21,9 +21,9 @@ def test_slice_names_count_chips_as_google_cloud_does():
       parse(bad)
 
 
-def _compile(tmp_path, *args: str) -> tuple[dict, str]:
+def _compile(tmp_path, *args: str, config: str = "tiny") -> tuple[dict, str]:
   out = tmp_path / "report.json"
-  proc = subprocess.run([sys.executable, "-m", "launch", "compile", "--config", "tiny",
+  proc = subprocess.run([sys.executable, "-m", "launch", "compile", "--config", config,
                          "--json", str(out), *args], capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(out.read_text()), proc.stdout
@@ -52,3 +52,15 @@ def test_a_step_that_cannot_fit_is_reported_not_raised(tmp_path):
   assert report["fits"] is False and report["bytes_per_chip"] is None
   assert "memory" in report["reason"].lower() or "hbm" in report["reason"].lower()
   assert "does NOT fit" in printed
+
+
+def test_a_text_only_llm_step_compiles(tmp_path):
+  pytest.importorskip("libtpu")
+  report, _ = _compile(tmp_path, "--topology", "v5e-4", config="text:tiny")
+  assert report["fits"] is True and report["tokens_per_step"] == 16 * 4096
+  # the LLM alone: 6 x params (all but the embedding lookup) x tokens + attention, no towers
+  dim, layers, ffn, vocab, tokens = 64, 2, 192, 512, 16 * 4096
+  per_layer = dim * dim + 2 * dim * dim // 2 + dim * dim + 3 * dim * ffn + 2 * dim  # + norms
+  matmul = layers * per_layer + dim + vocab * dim  # final norm, output head
+  attention = 12 * layers * dim * 4096 ** 2 * 16
+  assert report["model_flops_per_step"] == pytest.approx(6 * matmul * tokens + attention)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from sphinx_jax import sharding
 from sphinx_jax.aot.topology import Slice, devices
+from sphinx_jax.configs import SphinxConfig
 from sphinx_jax.data.pipeline import batch_shapes
 from sphinx_jax.inference.sphinx_model import lower_generate
 from sphinx_jax.train import loop
@@ -61,6 +62,9 @@ def _lower_decode(exp: Experiment, devs: list, rows: int, max_len: int):
   t = exp.train
   t = dataclasses.replace(t, param_dtype=t.compute_dtype, tower_param_dtype=t.compute_dtype)
   run = loop.setup(dataclasses.replace(exp, train=t), devs)
+  if not isinstance(run.cfg, SphinxConfig):
+    raise UserError("--mode decode compiles SPHINX's generate; a text-only config compiles its "
+                    "train step only")
   data = dataclasses.replace(exp.data.for_model(run.cfg), seq_len=max_len - 1, batch_size=rows,
                              text_rows=0)
   batch = {k: v for k, v in batch_shapes(data).items() if k in ("tokens", "image_mask", "images")}

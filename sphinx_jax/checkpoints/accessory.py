@@ -22,7 +22,8 @@ from sphinx_jax.checkpoints.torch_io import (ConversionError, ShardedStateDict, 
 from sphinx_jax.checkpoints.vision_convnext import timm_convnext
 from sphinx_jax.checkpoints.vision_qformer import hf_blip2
 from sphinx_jax.checkpoints.vision_vit import dinov2_hub_vit, open_clip_vit
-from sphinx_jax.configs import ACCESSORY_TYPES, LlamaConfig, SphinxConfig, sphinx_preset
+from sphinx_jax.configs import (ACCESSORY_TYPES, LlamaConfig, SphinxConfig, checkpoint_config,
+                                sphinx_preset)
 from sphinx_jax.data.image import VIEW_PLANS
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def convert_accessory(src: Path, dst: Path, dtype: str | None = None,
       yield from tower
     _check_all_read(keys, read, src, llama_type)  # inside the writer: no output on failure
 
-  return source_files.write(dst, parts(), {"model": "sphinx", **cfg.to_dict()},
+  return source_files.write(dst, parts(), checkpoint_config(cfg),
                             tokenizer or find_tokenizer(src), "accessory", src,
                             [*files, src / "config.json", src / "meta.json"])
 

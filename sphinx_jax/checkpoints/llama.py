@@ -16,7 +16,7 @@ import numpy as np
 from sphinx_jax.checkpoints import source_files
 from sphinx_jax.checkpoints.torch_io import (ConversionError, SafetensorsStateDict,
                                              ShardedStateDict, read_json, shard_files)
-from sphinx_jax.configs import LlamaConfig
+from sphinx_jax.configs import LlamaConfig, checkpoint_config
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def convert_meta(src: Path, dst: Path, dtype: str | None = None,
   dtype = dtype or src_dtype
   cfg = meta_config(src / "params.json", vocab_size, dtype)
   parts = llm_parts(state.get, cfg, dtype=dtype)
-  return source_files.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
+  return source_files.write(dst, parts, checkpoint_config(cfg),
                             tokenizer or find_tokenizer(src), "meta", src,
                             [*files, src / "params.json"])
 
@@ -177,7 +177,7 @@ def convert_hf(src: Path, dst: Path, dtype: str | None = None,
     raise ConversionError(f"{src / 'config.json'}: missing field {e}") from None
   tied = hf.get("tie_word_embeddings", False) or "lm_head.weight" not in state.keys()
   parts = llm_parts(hf_getter(state.get, cfg, tied), cfg, dtype=dtype)
-  return source_files.write(dst, parts, {"model": "llama", "llm": cfg.to_dict()},
+  return source_files.write(dst, parts, checkpoint_config(cfg),
                             tokenizer or find_tokenizer(src), "hf", src,
                             [src / "config.json", *state.files])
 

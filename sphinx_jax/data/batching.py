@@ -14,8 +14,11 @@ from sphinx_jax.models.batch import pack
 
 
 def view_shapes(layout: Layout) -> dict[str, tuple[int, ...]]:
-  """Per-image view stack shapes [V, side, side, 3] of each tower under the layout's plan."""
+  """Per-image view stack shapes [V, side, side, 3] of each tower under the layout's plan ({}
+  for text only)."""
   plan = layout.plan
+  if plan is None:
+    return {}
   return {name: (plan.num_views, tower.input_side, tower.input_side, 3)
           for name, tower in (("vit", plan.vit), ("convnext", plan.convnext))}
 

@@ -44,7 +44,9 @@ class DataConfig:
   The image geometry -- `view_plan` and `tokens_per_image` (K, the slots of one image: all its
   views, 291 x views for SPHINX) -- is the model's: a training Experiment leaves both None and
   the run fills them from its model config (`for_model`). A data config read on its own (`launch
-  data`, the data tests) states them."""
+  data`, the data tests) states them. A text-only model (the LLM alone) has no views: K = 0 and
+  no image slots; its rows are packed corpus rows (`text_rows`, `batch_size` 0) and records of
+  text only (one with images is a bad record)."""
 
   tokenizer: str
   sources: tuple = ()
@@ -61,8 +63,11 @@ class DataConfig:
   threads: int = 4
 
   def __post_init__(self):
-    if not self.sources:
-      raise UserError("DataConfig needs at least one source")
+    if not self.sources and not self.text_rows:
+      raise UserError("DataConfig needs at least one source, or a corpus and text_rows")
+    if self.batch_size and not self.sources:
+      raise UserError(f"batch_size {self.batch_size} with no sources: give sources, or only "
+                      "text_rows from the corpus (batch_size=0)")
     if self.weights is not None and len(self.weights) != len(self.sources):
       raise UserError(f"{len(self.weights)} weights for {len(self.sources)} sources")
     if self.weights is not None and min(self.weights) <= 0:
@@ -71,13 +76,20 @@ class DataConfig:
       raise UserError("text_rows needs a corpus")
     if self.view_plan is not None and self.view_plan not in VIEW_PLANS:
       raise UserError(f"unknown view plan {self.view_plan!r}; known: {', '.join(VIEW_PLANS)}")
-    if (self.view_plan is None) != (self.tokens_per_image is None):
+    if (self.view_plan is None) != (self.tokens_per_image in (None, 0)):
       raise UserError("DataConfig: give view_plan and tokens_per_image together, or neither (a "
-                      "training run takes both from its model)")
+                      "training run takes both from its model; tokens_per_image=0 alone: text "
+                      "only)")
 
   def for_model(self, cfg) -> "DataConfig":
-    """This data laid out for the model config `cfg` (a SphinxConfig): its view plan and image
-    tokens. Geometry the config states must be the model's."""
+    """This data laid out for the model config `cfg`: a SphinxConfig's view plan and image
+    tokens, or no images for a LlamaConfig (text only). Geometry the config states must be the
+    model's."""
+    if not hasattr(cfg, "view_plan"):  # the LLM alone
+      if self.view_plan is not None:
+        raise UserError(f"the data states view plan {self.view_plan!r}; a text-only model has "
+                        "no views")
+      return dataclasses.replace(self, tokens_per_image=0, max_images=0)
     geometry = (cfg.view_plan, cfg.image_tokens)
     if self.view_plan is not None and (self.view_plan, self.tokens_per_image) != geometry:
       raise UserError(f"the data states view plan {self.view_plan!r} with {self.tokens_per_image}"
@@ -87,9 +99,11 @@ class DataConfig:
 
   @property
   def layout(self) -> Layout:
-    if self.view_plan is None:
+    if self.tokens_per_image is None:
       raise UserError("this DataConfig has no image geometry (view_plan, tokens_per_image): "
                       "state it, or lay it out for a model (DataConfig.for_model)")
+    if not self.tokens_per_image:  # text only
+      return Layout(None, 0, self.seq_len, 0)
     return Layout(VIEW_PLANS[self.view_plan], self.tokens_per_image, self.seq_len, self.max_images)
 
   @property
@@ -265,7 +279,7 @@ class Batches:
     self.tok = Tokenizer(config.tokenizer)
     self.sample_rows = [j for j in rows if j < config.batch_size]
     self.text_picks = [j - config.batch_size for j in rows if j >= config.batch_size]
-    self.row = _Row(config, self.tok)
+    self.row = _Row(config, self.tok) if config.sources else None
     # by this reader: records made into samples for its rows (bad ones included), and batches
     self.decoded = self.batches_read = 0
     self.set_state({"step": 0, "text": None})

@@ -25,9 +25,10 @@ from sphinx_jax.util.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """The static geometry of samples: view plan, image block size K, row length T, image slots N."""
+  """The static geometry of samples: view plan, image block size K, row length T, image slots N
+  (text only: no plan, K = N = 0)."""
 
-  plan: ViewPlan
+  plan: ViewPlan | None
   tokens_per_image: int
   seq_len: int
   max_images: int

@@ -24,7 +24,9 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  model: str = "tiny_1k"  # a SPHINX preset; ignored when `init_from` is given
+  # A SPHINX preset, or `llm:<LLM preset>` for the LLM alone on text (configs.model_preset);
+  # ignored when `init_from` is given (its config.json says which).
+  model: str = "tiny_1k"
   init_from: str | None = None  # a params checkpoint (convert / export) to start from
   # Train on another view plan of the same towers (SPHINX-1k is SPHINX's weights fine-tuned on
   # sub-images); None: the model's own. The data's geometry follows the model's.

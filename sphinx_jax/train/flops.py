@@ -14,22 +14,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sphinx_jax.configs import SphinxConfig
+from sphinx_jax.configs import LlamaConfig, SphinxConfig
 
 
 def _count(tree) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 
 
-def step_flops(cfg: SphinxConfig, params: dict, batch: dict, backward: bool = True) -> float:
+def step_flops(cfg: SphinxConfig | LlamaConfig, params: dict, batch: dict,
+               backward: bool = True) -> float:
   """Global FLOPs of one training step on `batch` (arrays or shapes) for abstract `params`;
-  with `backward=False`, of the forward pass alone (a prefill)."""
-  llm = cfg.llm
+  with `backward=False`, of the forward pass alone (a prefill). A LlamaConfig: the LLM alone."""
+  llm = cfg if isinstance(cfg, LlamaConfig) else cfg.llm
   rows, length = batch["tokens"].shape
   matmul_params = _count(params["llm"]) - llm.vocab_size * llm.dim  # the lookup is no matmul
   passes = 3 if backward else 1  # the backward pass costs twice the forward
   flops = passes * (2 * matmul_params * rows * length
                     + 4 * llm.n_layers * llm.dim * length ** 2 * rows)
+  if llm is cfg:
+    return flops
   views = math.prod(batch["images"]["vit"].shape[:3])  # rows x image slots x views
   for name, tower in (("clip", cfg.clip), ("dinov2", cfg.dinov2)):
     if tower is not None:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from sphinx_jax import sharding
 from sphinx_jax.checkpoints import params_io
-from sphinx_jax.configs import SphinxConfig, sphinx_preset
+from sphinx_jax.configs import LlamaConfig, SphinxConfig, from_checkpoint_config, model_preset
 from sphinx_jax.data import pipeline
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.skips import SkipLog
@@ -44,15 +44,24 @@ class Diverged(UserError):
   """The loss became NaN or infinite."""
 
 
-def model_config(t: TrainConfig) -> SphinxConfig:
+def model_config(t: TrainConfig) -> SphinxConfig | LlamaConfig:
   """The architecture, the one source of the run's image geometry: a preset, or the config of
   the checkpoint we start from; with the run's dtypes, remat policy and view plan (the towers
-  must take the plan's view sizes)."""
+  must take the plan's view sizes). A LlamaConfig (`llm:<preset>`, or an LLM checkpoint) is a
+  text-only run of the LLM alone."""
   if t.init_from:
-    raw = params_io.read_config(t.init_from)
-    cfg = SphinxConfig.from_dict({k: v for k, v in raw.items() if k != "model"})
+    try:
+      cfg = from_checkpoint_config(params_io.read_config(t.init_from))
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+      raise UserError(f"{t.init_from}/config.json: not a model config ({e})") from None
   else:
-    cfg = sphinx_preset(t.model)
+    cfg = model_preset(t.model)
+  if isinstance(cfg, LlamaConfig):
+    if t.view_plan is not None or set(t.trainable) != {"llm"}:
+      raise UserError(f"a text-only run (the LLM alone) has no views and trains 'llm' only; "
+                      f"got view_plan={t.view_plan!r}, trainable={t.trainable}")
+    return cfg.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
+                       remat_policy=t.remat_policy)
   if t.view_plan is not None and t.view_plan != cfg.view_plan:
     plan = VIEW_PLANS[t.view_plan]
     sizes = (plan.vit.side, plan.convnext.input_side)
@@ -73,7 +82,7 @@ def model_config(t: TrainConfig) -> SphinxConfig:
                                          remat_policy=t.remat_policy))
 
 
-def _export(workdir: Path, state, cfg: SphinxConfig, exp: Experiment) -> None:
+def _export(workdir: Path, state, cfg: SphinxConfig | LlamaConfig, exp: Experiment) -> None:
   """`workdir/params_step<N>` for chat, eval and mix (kept if it exists); with several
   processes, all write it together."""
   state_checkpoints.export_params(workdir / f"params_step{int(state.step)}", state.params["params"],
@@ -139,7 +148,7 @@ class RunSetup:
   """What a run computes with, built without allocating anything: shared by `train` and the
   ahead-of-time compile (sphinx_jax.aot), so both compile the same step."""
 
-  cfg: SphinxConfig
+  cfg: SphinxConfig | LlamaConfig
   mesh: Mesh
   tx: optax.GradientTransformation
   abstract: train_step.TrainState  # ShapeDtypeStructs carrying their shardings

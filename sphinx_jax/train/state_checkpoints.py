@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from sphinx_jax.checkpoints import checksums, params_io
-from sphinx_jax.configs import SphinxConfig
+from sphinx_jax.configs import LlamaConfig, SphinxConfig, checkpoint_config
 
 log = logging.getLogger(__name__)
 CORRUPT_DIR = "checkpoints_corrupt"  # beside the checkpoints: steps that did not restore
@@ -99,11 +99,12 @@ def _jsonable(data_state: dict) -> dict:
   return data_state
 
 
-def export_params(dst: str | Path, params: dict, cfg: SphinxConfig,
+def export_params(dst: str | Path, params: dict, cfg: SphinxConfig | LlamaConfig,
                   tokenizer: str | Path | None) -> Path | None:
-  """A params-only checkpoint (the layout `launch convert` writes), for inference and mixing.
-  An existing `dst` is kept (a finished run resumed again)."""
+  """A params-only checkpoint (the layout `launch convert` writes: a SPHINX or, for a text-only
+  run, an LLM checkpoint), for inference and mixing. An existing `dst` is kept (a finished run
+  resumed again)."""
   if Path(dst).exists():
     return None
-  return params_io.write(dst, params_io.disk_parts(params), {"model": "sphinx", **cfg.to_dict()},
+  return params_io.write(dst, params_io.disk_parts(params), checkpoint_config(cfg),
                          tokenizer)

@@ -11,12 +11,23 @@ import optax
 from jax.sharding import Mesh
 
 from sphinx_jax import sharding
-from sphinx_jax.configs import SphinxConfig
-from sphinx_jax.models.sphinx import SphinxNet, init_params
+from sphinx_jax.configs import LlamaConfig, SphinxConfig
+from sphinx_jax.models import sphinx, text_net
 from sphinx_jax.models.loss import loss_sums, mean_losses, zero_sums
 from sphinx_jax.train.optimizer import split, state_shardings
 
 BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "images", "source_id")
+ModelConfig = SphinxConfig | LlamaConfig  # a LlamaConfig trains the LLM alone, on text
+
+
+def network(cfg: ModelConfig) -> nn.Module:
+  return sphinx.SphinxNet(cfg) if isinstance(cfg, SphinxConfig) else text_net.TextNet(cfg)
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array):
+  """Boxed params {'params': {'llm': ..., towers and mixer for SPHINX}}."""
+  module = sphinx if isinstance(cfg, SphinxConfig) else text_net
+  return module.init_params(cfg, rng)
 
 
 @flax.struct.dataclass
@@ -26,7 +37,7 @@ class TrainState:
   opt_state: Any  # over the trainable subtrees only
 
 
-def abstract_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
+def abstract_state(cfg: ModelConfig, tx, trainable: tuple[str, ...],
                    mesh: Mesh) -> tuple[TrainState, TrainState]:
   """(abstract TrainState whose leaves carry their shardings, the shardings): nothing allocated."""
   boxed = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
@@ -45,7 +56,7 @@ def abstract_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
   return abstract, shardings
 
 
-def init_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...], shardings: TrainState,
+def init_state(cfg: ModelConfig, tx, trainable: tuple[str, ...], shardings: TrainState,
                seed: int = 0, params=None) -> TrainState:
   """A fresh state straight into its shardings (random params unless `params` is given)."""
   def init(key, given):
@@ -55,7 +66,7 @@ def init_state(cfg: SphinxConfig, tx, trainable: tuple[str, ...], shardings: Tra
   return jax.jit(init, out_shardings=shardings)(jax.random.key(seed), params)
 
 
-def make_train_step(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
+def make_train_step(cfg: ModelConfig, tx, trainable: tuple[str, ...],
                     micro_batches: int = 1, weighting: str = "token",
                     num_sources: int = 1) -> Callable:
   """(state, batch) -> (state, metrics). The batch is split into `micro_batches` along its rows;
@@ -63,18 +74,18 @@ def make_train_step(cfg: SphinxConfig, tx, trainable: tuple[str, ...],
   token count, or the row count with `weighting='sample'`: models.loss). Metrics hold the loss
   of each of the `num_sources` data sources ('loss_by_source', by the rows' `source_id`).
   Only the trainable subtrees are differentiated; the frozen ones pass through untouched."""
-  model = SphinxNet(cfg)
+  model = network(cfg)
 
   def sums_and_grads(train, frozen, batch):
     def loss_fn(t):
       logits, _ = model.apply({"params": {**t, **frozen}}, batch["tokens"], batch["image_mask"],
-                              batch["images"], kv_mask=batch["valid"])
+                              batch.get("images"), kv_mask=batch["valid"])
       sums = loss_sums(logits, batch, weighting, num_sources)
       return sums["sum"], sums
     return jax.grad(loss_fn, has_aux=True)(train)
 
   def step(state: TrainState, batch: dict):
-    batch = {k: batch[k] for k in BATCH_KEYS}
+    batch = {k: batch[k] for k in BATCH_KEYS if k in batch}  # a text batch has no images
     train, frozen = split(state.params["params"], trainable)
     if micro_batches == 1:
       grads, sums = sums_and_grads(train, frozen, batch)
