@@ -9,14 +9,12 @@ need `extrapolate=True`; a non-finite beta is always refused (it would write NaN
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from orbax.checkpoint import v1 as ocp
 
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.checkpoints.params_io import CheckpointError
@@ -96,12 +94,12 @@ def _mix_leaf(a: np.ndarray, b: np.ndarray, beta: float) -> np.ndarray:
 def _mixed_parts(a: Path, b: Path, shapes: dict, beta: float, only: str | None) -> Iterator[dict]:
   """One part per group of leaves: each group is read from a and b in one partial load each."""
   for group in _groups(shapes):
-    xs = _read(a, group)
+    xs = params_io.read_leaves(a, group)
     mixed = [k for k in group if only is None or k.split("/")[0] == only]
-    ys = _read(b, {k: group[k] for k in mixed}) if mixed else {}
+    ys = params_io.read_leaves(b, {k: group[k] for k in mixed}) if mixed else {}
     part: dict = {}
     for key in group:
-      _put(part, key, _mix_leaf(xs.pop(key), ys.pop(key), beta) if key in ys else xs.pop(key))
+      params_io.put_leaf(part, key, _mix_leaf(xs.pop(key), ys.pop(key), beta) if key in ys else xs.pop(key))
     yield part
     part.clear()  # the writer's loop still holds this dict while we read the next group
 
@@ -121,35 +119,10 @@ def _groups(shapes: dict) -> Iterator[dict]:
     yield group
 
 
-def _read(src: Path, group: dict) -> dict:
-  """{key: writable host array} of a group of leaves, through one Orbax partial load, verified
-  against the checkpoint's checksums (a corrupt parent must not pass into the mix).
-
-  The abstract leaves are numpy arrays, so Orbax restores straight into host memory (a jax
-  abstract would cost a device buffer and a copy per leaf); np.empty commits no pages.
-  """
-  abstract: dict = {}
-  for key, (shape, dtype) in group.items():
-    _put(abstract, key, np.empty(shape, dtype))
-  ctx = ocp.Context()
-  ctx.pytree.loading.partial_load = True
-  with ctx:
-    restored = ocp.load_pytree(Path(src).absolute() / params_io.PARAMS_DIR, abstract)
-  params_io.verify(Path(src), restored)
-  return {key: functools.reduce(dict.__getitem__, key.split("/"), restored) for key in group}
-
-
 def _stored(src: Path) -> dict:
   if not (src / params_io.PARAMS_DIR).is_dir():
     raise CheckpointError(f"{src / params_io.PARAMS_DIR}: missing params directory")
   return params_io.stored_shapes(src)
-
-
-def _put(tree: dict, key: str, value) -> None:
-  *parents, name = key.split("/")
-  for p in parents:
-    tree = tree.setdefault(p, {})
-  tree[name] = value
 
 
 def _without_dtype(tree):

@@ -10,6 +10,7 @@ sharding and stack on device. A directory appears only when complete (written as
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -194,6 +195,33 @@ def verify(src: Path, restored: dict) -> None:
     log.warning("%s: no %s (written before checksums); not verified", src, CHECKSUMS_FILE)
     return
   checksums.verify(checksums.of_tree(restored), recorded, src)
+
+
+def read_leaves(src: str | os.PathLike, leaves: dict) -> dict:
+  """{key: writable host array} of stored leaves ({'a/b/c': (shape, dtype)}, disk layout)
+  through one Orbax partial load, verified against the checkpoint's checksums: readers that
+  stream a checkpoint a group of leaves at a time (mix, export).
+
+  The abstract leaves are numpy arrays, so Orbax restores straight into host memory (a jax
+  abstract would cost a device buffer and a copy per leaf); np.empty commits no pages.
+  """
+  abstract: dict = {}
+  for key, (shape, dtype) in leaves.items():
+    put_leaf(abstract, key, np.empty(shape, dtype))
+  ctx = ocp.Context()
+  ctx.pytree.loading.partial_load = True
+  with ctx:
+    restored = ocp.load_pytree(Path(src).absolute() / PARAMS_DIR, abstract)
+  verify(Path(src), restored)
+  return {key: functools.reduce(dict.__getitem__, key.split("/"), restored) for key in leaves}
+
+
+def put_leaf(tree: dict, key: str, value) -> None:
+  """tree['a']['b']['c'] = value for key 'a/b/c', making the parents."""
+  *parents, name = key.split("/")
+  for p in parents:
+    tree = tree.setdefault(p, {})
+  tree[name] = value
 
 
 def stored_shapes(src: str | os.PathLike) -> dict:
