@@ -384,19 +384,21 @@ def _sphinx(llm: str, plan: str, n_views: int, light: bool = False) -> SphinxCon
 
 def _tiny(plan: str, n_views: int, llm: str = "tiny", view: int = 28, patch: int = 7,
           convnext_size: int = 16,
-          convnext: ConvNextConfig = ConvNextConfig(depths=(1, 1), dims=(16, 32))) -> SphinxConfig:
+          convnext: ConvNextConfig = ConvNextConfig(depths=(1, 1), dims=(16, 32)),
+          light: bool = False) -> SphinxConfig:
   """Laptop-sized SPHINX with every tower (tests; `mini`: the embedded default): a 4x4 patch
   grid, the ConvNeXt map repeated up to it, 4 Q-Former queries; widths of 64 per head, as
-  conversion infers."""
+  conversion infers. `light`: no CLIP and no Q-Former, as the Tiny releases."""
   vit = ViTConfig(image_size=view, patch_size=patch, width=128, depth=2, n_heads=2, mlp_dim=128)
   eva = vit.replace(norm_eps=1e-6, patch_bias=True, pre_norm=False)
+  blip2 = Blip2Config(eva, QFormerConfig(width=128, depth=2, n_heads=2, mlp_dim=128,
+                                         n_queries=4, encoder_width=128))
   return SphinxConfig(
-      llm=LLM_PRESETS[llm], clip=vit,
+      llm=LLM_PRESETS[llm], clip=None if light else vit,
       convnext=convnext,
       dinov2=vit.replace(act="swiglu", norm_eps=1e-6, patch_bias=True, pre_norm=False,
                          layerscale=True),
-      blip2=Blip2Config(eva, QFormerConfig(width=128, depth=2, n_heads=2, mlp_dim=128,
-                                           n_queries=4, encoder_width=128)),
+      blip2=None if light else blip2,
       view_plan=plan, n_views=n_views, convnext_size=convnext_size)
 
 
@@ -408,6 +410,9 @@ SPHINX_PRESETS: dict[str, SphinxConfig] = {
     "sphinx_tiny_1k": _sphinx("tinyllama_1b", "sphinx_tiny_1k", 5, light=True),
     "tiny": _tiny("tiny", 1),
     "tiny_1k": _tiny("tiny_1k", 5),
+    "tiny_2k": _tiny("tiny_2k", 10),
+    "tiny_light": _tiny("tiny_light", 1, convnext_size=32, light=True),
+    "tiny_light_1k": _tiny("tiny_light_1k", 5, convnext_size=32, light=True),
     # The embedded default: the synthetic world's 100-px squares as they are, in 20-px patches
     # (a 5x5 grid: one patch per cell of the world), the ConvNeXt on the same pixels with a
     # 20-px stride (docs/architecture.md).

@@ -6,11 +6,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sphinx_jax.configs import ACCESSORY_TYPES
 from sphinx_jax.data.image import VIEW_PLANS, make_views, pad_to_square, preprocess, square, to_rgb
 from sphinx_jax.data.records import read_image_file
 from sphinx_jax.models.vision.normalize import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD,
                                                 clip_to_imagenet)
 from sphinx_jax.models.vision.resize import bicubic_resize, nearest_resize
+from tests import sphinx_refs
 
 RNG = np.random.default_rng(0)
 
@@ -179,31 +181,6 @@ def test_float_and_alpha_images_convert_as_pil():
     np.testing.assert_array_equal(np.asarray(to_rgb(image)), np.asarray(image.convert("RGB")))
 
 
-def _reference_views(image, name):
-  """The reference encode_image tiling (llama_ens*.py), on one NHWC image, in torch."""
-  img = torch.from_numpy(image).permute(2, 0, 1)[None]
-  half_bicubic = lambda t, s: F.interpolate(t.half(), size=(s, s), mode="bicubic").to(t)  # noqa
-  half_nearest = lambda t, s: F.interpolate(t.half(), size=(s, s)).to(t)  # noqa: E731
-  if name == "sphinx":
-    vit = img
-    convnext = half_nearest(vit, 256)
-  elif name in ("sphinx_1k", "sphinx_2k"):
-    parts = [img[..., y:y + 224, x:x + 224] for y in range(0, img.shape[-2], 224)
-             for x in range(0, img.shape[-1], 224)]
-    vit = torch.cat([half_bicubic(img, 224)] + parts, dim=0)
-    convnext = half_nearest(vit, 256)
-  elif name == "sphinx_tiny":
-    vit = half_bicubic(img, 224)
-    convnext = half_nearest(img, 512)
-  else:  # sphinx_tiny_1k
-    i448 = half_bicubic(img, 448)
-    vit = torch.stack([half_bicubic(img, 224), i448[..., :224, :224], i448[..., :224, 224:],
-                       i448[..., 224:, :224], i448[..., 224:, 224:]], dim=1)[0]
-    convnext = torch.stack([half_bicubic(img, 512), img[..., :512, :512], img[..., :512, 512:],
-                            img[..., 512:, :512], img[..., 512:, 512:]], dim=1)[0]
-  return {"vit": vit.permute(0, 2, 3, 1).numpy(), "convnext": convnext.permute(0, 2, 3, 1).numpy()}
-
-
 @pytest.mark.parametrize("name,shapes", [
     ("sphinx", ((1, 224), (1, 256))),
     ("sphinx_1k", ((5, 224), (5, 256))),
@@ -215,7 +192,8 @@ def test_views_match_reference_tiling(name, shapes):
   plan = VIEW_PLANS[name]
   image = _images(1, plan.image_size, plan.image_size)[0]
   got = jax.jit(make_views, static_argnums=1)(image, plan)
-  want = _reference_views(image, name)
+  llama_type = {v: k for k, v in ACCESSORY_TYPES.items()}[name]
+  want = sphinx_refs.reference_views(image, llama_type, plan.vit.side, plan.convnext.input_side)
   for tower, (v, s) in zip(("vit", "convnext"), shapes):
     assert got[tower].shape == (v, s, s, 3) and plan.num_views == v
     assert getattr(plan, tower).input_side == s

@@ -133,9 +133,13 @@ VIEW_PLANS: dict[str, ViewPlan] = {
     # llama_ens5_light (and mixtral_sparse_ens5): ViTs 224 + crops of a 448 resize; ConvNeXt a 512
     # resize + native 512 crops.
     "sphinx_tiny_1k": ViewPlan(1024, TowerViews(224, 448), TowerViews(512, 1024)),
-    # The laptop-sized `tiny` SPHINX presets: 28-px ViT views, ConvNeXt at 16 (map repeated 2x).
+    # The laptop-sized `tiny` SPHINX presets (tests): each released plan at 28-px ViT views,
+    # ConvNeXt at 16 (map repeated 2x) or, for the light ones, at 32 (its 4x4 map used as is).
     "tiny": ViewPlan(28, TowerViews(28), TowerViews(28, nearest_to=16)),
     "tiny_1k": ViewPlan(56, TowerViews(28, 56), TowerViews(28, 56, nearest_to=16)),
+    "tiny_2k": ViewPlan(84, TowerViews(28, 84), TowerViews(28, 84, nearest_to=16)),
+    "tiny_light": ViewPlan(32, TowerViews(28), TowerViews(32, nearest_to=32)),
+    "tiny_light_1k": ViewPlan(64, TowerViews(28, 56), TowerViews(32, 64)),
     # `mini` (the embedded default): the world's 100-px padded square itself, every tower.
     "mini": ViewPlan(100, TowerViews(100), TowerViews(100)),
     # `mini` on sub-images (the default's stage 2): global 100 + 2x2 native crops of a 200 resize.
