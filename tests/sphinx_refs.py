@@ -152,14 +152,14 @@ class TorchSphinx:
 
 
 def write_accessory(model: TorchSphinx, path: Path, llama_type: str, tokenizer: Path,
-                    n_shards: int = 2) -> Path:
+                    n_shards: int = 2, dtype: torch.dtype = torch.float32) -> Path:
   """A LLaMA2-Accessory release: model-parallel shards of {"model": state dict} under `llma.`,
-  config.json (ModelArgs), meta.json, tokenizer.model."""
+  in `dtype` (the releases are bf16), config.json (ModelArgs), meta.json, tokenizer.model."""
   path.mkdir(parents=True)
   llm_state, other = model.accessory_state()
   for i, shard in enumerate(llama_refs.split_for_model_parallel(llm_state, n_shards)):
     shard.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in other.items()})
-    torch.save({"model": {"llma." + k: v for k, v in shard.items()}},
+    torch.save({"model": {"llma." + k: v.to(dtype) for k, v in shard.items()}},
                path / f"consolidated.{i:02d}-of-{n_shards:02d}.model.pth")
   c = model.cfg.llm
   (path / "config.json").write_text(json.dumps({

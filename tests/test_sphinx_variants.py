@@ -3,12 +3,15 @@
 model-parallel shards, `llma.` keys, meta.json), converted and compared with its PyTorch
 reference (tests/sphinx_refs.py, written from the variant's encode_image and forward): the views,
 the image tokens, the logits and greedy decoding."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from launch.__main__ import main
 from sphinx_jax import Sphinx
+from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import sphinx_preset
 from sphinx_jax.data.image import VIEW_PLANS, preprocess
 from tests import sphinx_refs
@@ -45,7 +48,8 @@ def _reference_views(llama_type, model, image):
 def test_views_tokens_and_logits_equal_the_reference(variant):
   llama_type, reference, model = variant
   image = _image(0)
-  ours, theirs = model.preprocess(image), _reference_views(llama_type, model, image)
+  ours = model.preprocess(image, arithmetic="cpu")  # the reference here is torch on a CPU
+  theirs = _reference_views(llama_type, model, image)
   for tower in ("vit", "convnext"):
     np.testing.assert_array_equal(ours[tower], theirs[tower])
   tokens = model.encode_images({k: v[None] for k, v in ours.items()})[0]
@@ -63,10 +67,40 @@ def test_greedy_ids_equal_the_reference(variant):
   llama_type, reference, model = variant
   image = _image(1)
   prompt = [1, 17, 23, 99]
-  ours = model.generate_ids(model.preprocess(image), prompt, max_new_tokens=8, eos_id=None)
+  ours = model.generate_ids(model.preprocess(image, arithmetic="cpu"), prompt, max_new_tokens=8, eos_id=None)
   views = _reference_views(llama_type, model, image)
   ids = list(prompt)
   for _ in range(8):  # the reference, one full forward per token
     ids.append(int(np.argmax(reference.logits(views, ids)[-1])))
   print(f"{llama_type}: greedy {ours}")
   assert list(ours) == ids[len(prompt):]
+
+
+def test_a_bf16_release_runs_in_bf16_close_to_the_fp32_reference(variant, tmp_path):
+  """Released shards are bf16: they convert without a cast, compute in bf16 with the pixels cast
+  as the reference's generate does; the figure is the distance to the fp32 reference."""
+  llama_type, reference, fp32_model = variant
+  src = sphinx_refs.write_accessory(reference, tmp_path / "release", llama_type,
+                                    train_tokenizer(tmp_path), n_shards=2, dtype=torch.bfloat16)
+  assert main(["convert", "accessory", "--src", str(src), "--dst", str(tmp_path / "ckpt"),
+               "--view-plan", fp32_model.config.view_plan]) == 0
+  stored = {str(d) for _, d in params_io.stored_shapes(tmp_path / "ckpt").values()}
+  model = Sphinx.from_pretrained(tmp_path / "ckpt")
+  cfg = model.config
+  assert stored == {"bfloat16"}
+  assert {cfg.llm.dtype, cfg.dinov2.dtype, cfg.convnext.dtype} == {"bfloat16"}
+  image, ids = _image(2), [1] + list(range(5, 37))
+  pixels = model.preprocess(image, arithmetic="cpu")
+  assert pixels["vit"].dtype == jnp.bfloat16  # cast before the tiling, as the reference
+  theirs = _reference_views(llama_type, model, image)
+  diff = np.abs(model.logits(pixels, ids) - reference.logits(theirs, ids))
+  prompt = [1, 17, 23, 99]
+  ours = model.generate_ids(pixels, prompt, max_new_tokens=8, eos_id=None)
+  want = fp32_model.generate_ids(fp32_model.preprocess(image, arithmetic="cpu"), prompt,
+                                 max_new_tokens=8, eos_id=None)
+  agree = sum(a == b for a, b in zip(ours, want))
+  scale = np.abs(reference.logits(theirs, ids)).max()
+  print(f"{llama_type} bf16 release: max |logits - fp32 reference| {diff.max():.3f} (mean "
+        f"{diff.mean():.4f}, logits up to {scale:.2f}); greedy ids agree {agree}/8 ({ours} vs "
+        f"{want})")
+  assert diff.max() < 0.05 * scale

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sphinx_jax.models.vision.normalize import CLIP_MEAN, CLIP_STD
-from sphinx_jax.models.vision.resize import bicubic_resize, nearest_resize
+from sphinx_jax.models.vision.resize import DEFAULT_ARITHMETIC, bicubic_resize, nearest_resize
 from sphinx_jax.util.errors import UserError
 
 PAD_COLOR = tuple(int(255 * m) for m in CLIP_MEAN)  # (122, 116, 104): the reference truncates
@@ -147,9 +147,11 @@ VIEW_PLANS: dict[str, ViewPlan] = {
 }
 
 
-def _tower_views(image: jax.Array, image_size: int, tower: TowerViews) -> jax.Array:
+def _tower_views(image: jax.Array, image_size: int, tower: TowerViews,
+                 arithmetic: str) -> jax.Array:
   def resized(side):
-    return image if side == image_size else bicubic_resize(image, side, half=True)
+    return image if side == image_size else bicubic_resize(image, side, half=True,
+                                                           arithmetic=arithmetic)
 
   views = [resized(tower.side)]
   if tower.tiled_from:
@@ -161,13 +163,16 @@ def _tower_views(image: jax.Array, image_size: int, tower: TowerViews) -> jax.Ar
   return nearest_resize(views, tower.nearest_to, half=True) if tower.nearest_to else views
 
 
-def make_views(image: jax.Array, plan: ViewPlan) -> dict[str, jax.Array]:
+def make_views(image: jax.Array, plan: ViewPlan,
+               arithmetic: str = DEFAULT_ARITHMETIC) -> dict[str, jax.Array]:
   """Preprocessed square(s) [..., S, S, 3] -> {'vit', 'convnext'} view stacks [..., V, H, W, 3].
 
   Views keep the input dtype: pass bfloat16 pixels to reproduce the reference run in bfloat16.
+  The fp16 bicubic resizes compute as torch's `arithmetic` kernel does ('cuda': the GPUs SPHINX
+  runs on; 'cpu': torch on a CPU).
   """
   if image.shape[-3:] != (plan.image_size, plan.image_size, 3):
     raise UserError(f"expected [..., {plan.image_size}, {plan.image_size}, 3] pixels, "
                      f"got shape {tuple(image.shape)}")
-  return {name: _tower_views(jnp.asarray(image), plan.image_size, getattr(plan, name))
+  return {name: _tower_views(jnp.asarray(image), plan.image_size, getattr(plan, name), arithmetic)
           for name in ("vit", "convnext")}

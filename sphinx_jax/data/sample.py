@@ -18,6 +18,7 @@ import numpy as np
 
 from sphinx_jax.data.example import IMAGE, Example
 from sphinx_jax.data.image import ViewPlan, make_views, preprocess
+from sphinx_jax.models.vision.resize import DEFAULT_ARITHMETIC
 from sphinx_jax.data.skips import BadRecord
 from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.util.errors import UserError
@@ -126,7 +127,7 @@ def encode(example: Example, tok: Tokenizer, tokens_per_image: int):
 
 # Compiled once per plan and shape (bit-identical to the eager ops, ~10x faster on small views);
 # fed arrays committed to the host CPU, so the image work never lands on an accelerator.
-_make_views = jax.jit(make_views, static_argnums=1)
+_make_views = jax.jit(make_views, static_argnums=(1, 2))
 
 
 def views(frames, plan: ViewPlan) -> dict[str, np.ndarray]:
@@ -134,10 +135,12 @@ def views(frames, plan: ViewPlan) -> dict[str, np.ndarray]:
   return tiled(np.stack([preprocess(f, plan.image_size) for f in frames]), plan)
 
 
-def tiled(pixels: np.ndarray, plan: ViewPlan) -> dict[str, np.ndarray]:
-  """Preprocessed squares [..., S, S, 3] -> their view stacks, computed on the host CPU."""
+def tiled(pixels: np.ndarray, plan: ViewPlan,
+          arithmetic: str = DEFAULT_ARITHMETIC) -> dict[str, np.ndarray]:
+  """Preprocessed squares [..., S, S, 3] -> their view stacks (in the pixels' dtype, resized with
+  torch's `arithmetic` kernel: models.vision.resize), computed on the host CPU."""
   pixels = jax.device_put(pixels, jax.local_devices(backend="cpu")[0])
-  return {k: np.asarray(v) for k, v in _make_views(pixels, plan).items()}
+  return {k: np.asarray(v) for k, v in _make_views(pixels, plan, arithmetic).items()}
 
 
 # The note on a sample cut at seq_len (counted, named in the skip summary): its tail (answers,

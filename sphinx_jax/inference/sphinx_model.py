@@ -31,6 +31,7 @@ from sphinx_jax.models.batch import Prompt
 from sphinx_jax.models.llama import init_cache
 from sphinx_jax.models.loss import loss_sums
 from sphinx_jax.models.sphinx import SphinxNet, init_params
+from sphinx_jax.models.vision.resize import DEFAULT_ARITHMETIC
 from sphinx_jax.util.errors import UserError
 
 CHAT_NEW_TOKENS = 512  # an answer's budget when none is given (or what the context leaves)
@@ -74,10 +75,14 @@ class Sphinx:
     params, tokenizer = load_sharded(ckpt_dir, lambda k: init_params(cfg, k), mesh)
     return cls(cfg, params, tokenizer, mesh)
 
-  def preprocess(self, image: Image.Image) -> dict[str, np.ndarray]:
+  def preprocess(self, image: Image.Image,
+                 arithmetic: str = DEFAULT_ARITHMETIC) -> dict[str, np.ndarray]:
     """The reference transform and view tiling: {'vit': [V, s, s, 3], 'convnext': [V, t, t, 3]}
-    float32 NHWC, each stack exactly the pixels that tower sees."""
-    return tiled(image_ops.preprocess(image, self.plan.image_size), self.plan)
+    NHWC, each stack exactly the pixels that tower sees. As the reference's generate does, the
+    square is cast to the model's dtype before the tiling (a bf16 release sees bf16 views); the
+    fp16 resizes compute as torch's `arithmetic` kernel ('cuda', where SPHINX runs; 'cpu')."""
+    square = image_ops.preprocess(image, self.plan.image_size)
+    return tiled(square.astype(self.config.dinov2.dtype), self.plan, arithmetic)
 
   @property
   def view_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -6,9 +6,12 @@ static sizes, so they are built in numpy with torch's float32 arithmetic; bicubi
 weighted taps per axis, width first, in the order of torch's kernel: bit-identical to torch's x86
 CPU build in every case tested (other backends: float32 rounding apart).
 
-`half=True` emulates the reference's `F.interpolate(x.half(), ...).to(x)` as torch computes it on
-CPU: input rounded to float16, weights rounded to float16, sums in float32, result rounded to
-float16. (CUDA keeps float32 weights, so its output can differ by one float16 ulp.)
+`half=True` emulates the reference's `F.interpolate(x.half(), ...).to(x)`, with the arithmetic
+of either torch kernel (`arithmetic`): 'cpu' (UpSampleKernel.cpp) rounds the interpolation
+weights to float16 before summing in float32; 'cuda' (UpSampleBicubic2d.cu, the default: released
+SPHINX runs on GPUs) computes source coordinates, weights and sums in float32 (`accscalar_t`),
+multiply-adds contracted as nvcc does by default (-fmad=true), and rounds once to float16. The
+two differ by one float16 ulp in a share of the values (docs/architecture.md, "Images").
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 _CUBIC_A = np.float32(-0.75)  # torch's cubic convolution constant (PIL and Keys use -0.5)
+ARITHMETICS = ("cuda", "cpu")
+DEFAULT_ARITHMETIC = "cuda"
 
 
 def _pair(v):
@@ -30,25 +35,39 @@ def _fma(x, y, z) -> np.ndarray:
   return (np.float64(x) * np.float64(y) + np.float64(z)).astype(np.float32)
 
 
-def _cubic_taps(in_size: int, out_size: int, scale_factor: float | None):
-  """torch CPU bicubic source taps [out, 4] (clamped to the border) and float32 weights [out, 4].
+def _cubic_taps(in_size: int, out_size: int, scale_factor: float | None, arithmetic: str):
+  """torch bicubic source taps [out, 4] (clamped to the border) and float32 weights [out, 4].
 
-  Scale, source coordinate, guard and cubic coefficients follow ATen's UpSample.h in float32, with
-  the multiply-adds fused where torch's x86 build fuses them, so the weights are bit-identical.
+  Scale, source coordinate and cubic coefficients follow ATen's UpSample.h in float32. 'cpu':
+  the multiply-adds fused where torch's x86 build fuses them, the index guarded and t clamped
+  (bit-identical weights, tested); 'cuda': UpSampleBicubic2d.cu's floorf(real) and t = real -
+  floor with every a*b+c contracted, as nvcc does.
   """
   f32 = np.float32
   # area_pixel_compute_scale: 1/scale_factor when given, else in/out.
   scale = f32(1.0 / scale_factor) if scale_factor else f32(in_size) / f32(out_size)
   src = _fma(scale, np.arange(out_size, dtype=f32) + f32(0.5), f32(-0.5))
-  index = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-  t = np.clip(src - index.astype(f32), f32(0), f32(1))
   a, one = _CUBIC_A, f32(1)
+  if arithmetic == "cpu":
+    index = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    t = np.clip(src - index.astype(f32), f32(0), f32(1))
 
-  def near(x):  # |x| <= 1: ((a + 2) x - (a + 3)) x x + 1
-    return _fma(a + 2, x, -(a + 3)) * x * x + one
+    def near(x):  # |x| <= 1: ((a + 2) x - (a + 3)) x x + 1
+      return _fma(a + 2, x, -(a + 3)) * x * x + one
 
-  def far(x):  # 1 < |x| < 2: ((a x - 5a) x + 8a) x - 4a
-    return _fma(_fma(a, x, -5 * a), x, 8 * a) * x - 4 * a
+    def far(x):  # 1 < |x| < 2: ((a x - 5a) x + 8a) x - 4a
+      return _fma(_fma(a, x, -5 * a), x, 8 * a) * x - 4 * a
+  elif arithmetic == "cuda":
+    index = np.floor(src).astype(np.int64)
+    t = src - index.astype(f32)
+
+    def near(x):
+      return _fma(_fma(a + 2, x, -(a + 3)) * x, x, one)
+
+    def far(x):
+      return _fma(_fma(_fma(a, x, -5 * a), x, 8 * a), x, -4 * a)
+  else:
+    raise ValueError(f"arithmetic {arithmetic!r} is not one of {ARITHMETICS}")
 
   weights = np.stack([far(t + one), near(t), near(one - t), far(one - t + one)], axis=-1)
   return np.clip(index[:, None] + np.arange(-1, 3), 0, in_size - 1), weights
@@ -84,11 +103,12 @@ def _interpolate_axis(x: jax.Array, taps: np.ndarray, weights: np.ndarray, axis:
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("size", "scale_factor", "half"))
+@functools.partial(jax.jit, static_argnames=("size", "scale_factor", "half", "arithmetic"))
 def bicubic_resize(x: jax.Array, size: int | tuple[int, int],
                    scale_factor: float | tuple[float, float] | None = None, *,
-                   half: bool = False) -> jax.Array:
-  """torch `F.interpolate(mode='bicubic', align_corners=False, antialias=False)` of [..., H, W, C].
+                   half: bool = False, arithmetic: str = DEFAULT_ARITHMETIC) -> jax.Array:
+  """torch `F.interpolate(mode='bicubic', align_corners=False, antialias=False)` of [..., H, W, C]
+  as torch's `arithmetic` kernel computes it ('cuda' or 'cpu').
 
   With `scale_factor` (sh, sw) source coordinates use 1/scale_factor, as torch does when
   recompute_scale_factor is None; `size` is still the output size (torch's floor(in * scale)).
@@ -96,10 +116,11 @@ def bicubic_resize(x: jax.Array, size: int | tuple[int, int],
   """
   out_h, out_w = _pair(size)
   scale_h, scale_w = _pair(scale_factor)
-  tap_dtype = np.float16 if half else np.float32  # torch CPU stores weights in the input dtype
+  # torch CPU stores weights in the input dtype; CUDA keeps them in float32 (accscalar_t).
+  tap_dtype = np.float16 if half and arithmetic == "cpu" else np.float32
   y = _as_float32(x, half)
   for axis, out_size, scale in ((-2, out_w, scale_w), (-3, out_h, scale_h)):  # W first, as torch
-    taps, weights = _cubic_taps(y.shape[axis], out_size, scale)
+    taps, weights = _cubic_taps(y.shape[axis], out_size, scale, arithmetic)
     y = _interpolate_axis(y, taps, weights.astype(tap_dtype).astype(np.float32), axis)
   return _as_float32(y, half).astype(x.dtype)
 
