@@ -1,5 +1,5 @@
-"""SPHINX-2k (`llama_ens10`), SPHINX-Tiny (`llama_ens_light`) and SPHINX-Tiny-1k
-(`llama_ens5_light`) as released: a tiny release of each in the exact LLaMA2-Accessory layout (2
+"""SPHINX (`llama_ens`), SPHINX-2k (`llama_ens10`), SPHINX-Tiny (`llama_ens_light`) and
+SPHINX-Tiny-1k (`llama_ens5_light`) as released (SPHINX-1k: test_sphinx.py): a tiny release of each in the exact LLaMA2-Accessory layout (2
 model-parallel shards, `llma.` keys, meta.json), converted and compared with its PyTorch
 reference (tests/sphinx_refs.py, written from the variant's encode_image and forward): the views,
 the image tokens, the logits and greedy decoding."""
@@ -17,7 +17,7 @@ from sphinx_jax.data.image import VIEW_PLANS, preprocess
 from tests import sphinx_refs
 from tests.tokenizer_refs import train_tokenizer
 
-VARIANTS = {"llama_ens10": "tiny_2k", "llama_ens_light": "tiny_light",
+VARIANTS = {"llama_ens": "tiny", "llama_ens10": "tiny_2k", "llama_ens_light": "tiny_light",
             "llama_ens5_light": "tiny_light_1k"}
 
 
