@@ -37,7 +37,7 @@ def _write(dst, params, **config_overrides):
 
 def _read(src) -> dict:
   """{key: array} of a checkpoint, in disk layout."""
-  return mix_lib._read(src, params_io.stored_shapes(src))
+  return params_io.read_leaves(src, params_io.stored_shapes(src))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_interruption_leaves_nothing(pair, tmp_path, monkeypatch, betas):
   groups = len(list(mix_lib._groups(params_io.stored_shapes(a))))
   assert groups > 2
   stop = groups * (len(betas) - 1 if isinstance(betas, list) else 0) + 2  # into the last one
-  read, calls = mix_lib._read, []
+  read, calls = params_io.read_leaves, []
 
   def interrupted(src, group):
     calls.append(src)
@@ -140,7 +140,7 @@ def test_interruption_leaves_nothing(pair, tmp_path, monkeypatch, betas):
       raise KeyboardInterrupt
     return read(src, group)
 
-  monkeypatch.setattr(mix_lib, "_read", interrupted)
+  monkeypatch.setattr(params_io, "read_leaves", interrupted)
   with pytest.raises(KeyboardInterrupt):
     mix_lib.mix(a, b, betas, tmp_path / "m")
   assert _leftovers(tmp_path) == []
