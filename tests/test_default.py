@@ -14,7 +14,6 @@ from PIL import Image
 
 from launch.__main__ import main
 from sphinx_jax.recipe import chain as recipe
-from sphinx_jax.checkpoints import mix as mix_lib
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.data import pipeline, synthetic
 from sphinx_jax.data.skips import SkipLog
@@ -63,10 +62,8 @@ def test_writes_every_stage_the_mix_the_plot_and_the_chat(run):
 
 def test_stage0_trains_the_towers_and_stage1_keeps_them_frozen(run):
   workdir, _ = run
-  start = mix_lib._read(workdir / "stage0" / "params",
-                        params_io.stored_shapes(workdir / "stage0" / "params"))
-  real = mix_lib._read(workdir / "stage1_real" / "params_step3",
-                       params_io.stored_shapes(workdir / "stage1_real" / "params_step3"))
+  start, real = (params_io.read_leaves(p, params_io.stored_shapes(p)) for p in (
+      workdir / "stage0" / "params", workdir / "stage1_real" / "params_step3"))
   towers = [k for k in start if k.startswith(("clip", "convnext", "dinov2", "qformer"))]
   assert towers and all(np.array_equal(start[k], real[k]) for k in towers)
   assert any(not np.array_equal(start[k], real[k]) for k in start if k.startswith("llm"))
@@ -74,7 +71,7 @@ def test_stage0_trains_the_towers_and_stage1_keeps_them_frozen(run):
 
 def test_mixed_is_the_average_of_the_stage1_models(run):
   workdir, _ = run
-  real, synthetic, mixed = (mix_lib._read(p, params_io.stored_shapes(p)) for p in (
+  real, synthetic, mixed = (params_io.read_leaves(p, params_io.stored_shapes(p)) for p in (
       workdir / "stage1_real" / "params_step3", workdir / "stage1_synthetic" / "params_step3",
       workdir / "mixed"))
   assert real.keys() == mixed.keys()
