@@ -32,7 +32,7 @@ def _batch(rows=8, length=48, seed=0):
                      for name, s in CFG.view_sizes.items()}}
 
 
-@pytest.mark.parametrize("chunk", [7, 16, 47, 64])
+@pytest.mark.parametrize("chunk", [7, 64])  # several chunks; one chunk longer than T
 @pytest.mark.parametrize("weighting", ["token", "sample"])
 def test_chunked_sums_and_gradients_equal_the_full_loss(chunk, weighting):
   params = nn.unbox(sphinx_model.init_params(CFG, jax.random.key(1)))
