@@ -141,8 +141,9 @@ class Llama(nn.Module):
     return self.tok_embeddings(tokens)
 
   def __call__(self, tokens, *, embeds=None, positions=None, slots=None, kv_mask=None,
-               cache=None):
-    """Logits (float32 [B, T, V]) and the updated cache.
+               cache=None, head: bool = True):
+    """Logits (float32 [B, T, V]) and the updated cache; with `head=False` the final normed
+    hidden states [B, T, D] instead (a chunked loss applies the head itself: models.loss).
 
     tokens: int [B, T]; ignored where `embeds` [B, T, D] is given.
     positions: RoPE positions [B, T] (default 0..T-1).
@@ -161,6 +162,8 @@ class Llama(nn.Module):
     cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
     x, cache = self.layers(x, cos, sin, causal_mask(slots, kv_mask), slots, cache)
+    if not head:
+      return self.norm(x), cache
     logits = self.output(self.norm(x))
     logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
     return logits.astype(jnp.float32), cache

@@ -32,14 +32,42 @@ def loss_sums(logits, batch, weighting: str = "token", num_sources: int = 1) -> 
   count is the loss. `weighting` 'token' (the reference): every supervised token counts once;
   'sample': each row's tokens share one unit of weight, so a one-word answer weighs as much as a
   list of boxes (count is then the number of supervised rows)."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], batch["tokens"][:, 1:])
+  return _sums(ce, batch, weighting, num_sources)
+
+
+def chunked_loss_sums(hidden, kernel, batch, weighting: str = "token", num_sources: int = 1,
+                      chunk: int = 1024) -> dict:
+  """`loss_sums` from the final hidden states [B, T, D] and the output head's kernel [D, V],
+  `chunk` positions at a time: the float32 logits of one chunk [B, chunk, V] exist at once, not
+  [B, T, V] (their backward recomputes each chunk's). The head is applied as `nn.Dense` applies
+  it (both operands in the hidden states' dtype), so the loss is the unchunked one."""
+  hidden, targets = hidden[:, :-1], batch["tokens"][:, 1:]
+  rows, length = targets.shape
+  n = -(-length // chunk)
+  pad = n * chunk - length
+  hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0))).reshape(rows, n, chunk, -1)
+  targets = jnp.pad(targets, ((0, 0), (0, pad))).reshape(rows, n, chunk)
+
+  @jax.checkpoint
+  def chunk_ce(h, t):
+    logits = jax.lax.dot_general(h, kernel.astype(h.dtype), (((2,), (0,)), ((), ())))
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), t)
+
+  ce = jax.lax.map(lambda x: chunk_ce(*x), (hidden.swapaxes(0, 1), targets.swapaxes(0, 1)))
+  return _sums(ce.swapaxes(0, 1).reshape(rows, n * chunk)[:, :length], batch, weighting,
+               num_sources)
+
+
+def _sums(ce, batch, weighting: str, num_sources: int) -> dict:
+  """The sums of `loss_sums` from the per-position cross entropy [B, T - 1]."""
   if weighting not in WEIGHTINGS:
     raise UserError(f"loss weighting {weighting!r} is not one of {WEIGHTINGS}")
-  targets = batch["tokens"][:, 1:]
   supervised = (batch["loss_mask"][:, 1:] & batch["valid"][:, 1:]).astype(jnp.float32)
   weights = supervised
   if weighting == "sample":
     weights = supervised / jnp.maximum(supervised.sum(axis=1, keepdims=True), 1)
-  per_token = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], targets) * weights
+  per_token = ce * weights
   has_image = batch["image_mask"].any(axis=1).astype(jnp.float32)[:, None]
   by_source = lambda x: jax.ops.segment_sum(  # noqa: E731
       x.sum(axis=1), batch["source_id"], num_segments=num_sources)

@@ -67,11 +67,11 @@ class SphinxNet(nn.Module):
     return jnp.where(image_mask[..., None], spliced, embeds)
 
   def __call__(self, tokens, image_mask=None, images=None, *, positions=None, slots=None,
-               kv_mask=None, cache=None):
+               kv_mask=None, cache=None, head: bool = True):
     """Logits (float32 [B, T, V]) and the updated cache; see `Llama.__call__` for the rest."""
     embeds = self.embed(tokens, image_mask, images)
     return self.llm(tokens, embeds=embeds, positions=positions, slots=slots, kv_mask=kv_mask,
-                    cache=cache)
+                    cache=cache, head=head)
 
   def decode(self, tokens, **kwargs):
     """Text-only continuation (decode steps after the prompt): the LLM alone."""

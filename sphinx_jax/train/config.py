@@ -41,6 +41,9 @@ class TrainConfig:
   # param_dtype. A trainable tower keeps param_dtype.
   tower_param_dtype: str | None = None
   remat_policy: str = "none"
+  # The loss over this many positions at a time (models.loss.chunked_loss_sums): float32 logits
+  # [B, chunk, V] instead of [B, T, V]; None: the whole sequence at once.
+  loss_chunk: int | None = None
   mesh: MeshConfig = MeshConfig()
   optim: OptimConfig = OptimConfig()
   seed: int = 0

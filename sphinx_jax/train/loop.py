@@ -170,7 +170,7 @@ def step_function(run: RunSetup, t: TrainConfig, batch_shardings: dict):
   """The jitted, donated, sharded train step of the run."""
   return train_step.jit_train_step(
       train_step.make_train_step(run.cfg, run.tx, t.trainable, t.micro_batches,
-                                 t.loss_weighting, len(run.source_names)),
+                                 t.loss_weighting, len(run.source_names), t.loss_chunk),
       run.state_shardings, batch_shardings, run.mesh)
 
 

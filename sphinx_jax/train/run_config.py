@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 FILE = "run_config.json"
 # Logging, checkpoint cadence, device layout and reader threads: the same run, computed alike.
 CHANGEABLE = ("workdir", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-              "train.peak_flops", "train.mesh", "data.threads", "data.strict")
+              "train.peak_flops", "train.mesh", "train.loss_chunk", "data.threads",
+              "data.strict")
 
 
 def to_json(config: Any) -> Any:

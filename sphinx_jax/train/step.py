@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from sphinx_jax import sharding
 from sphinx_jax.configs import LlamaConfig, SphinxConfig
 from sphinx_jax.models import sphinx, text_net
-from sphinx_jax.models.loss import loss_sums, mean_losses, zero_sums
+from sphinx_jax.models.loss import chunked_loss_sums, loss_sums, mean_losses, zero_sums
 from sphinx_jax.train.optimizer import split, state_shardings
 
 BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "images", "source_id")
@@ -68,19 +68,25 @@ def init_state(cfg: ModelConfig, tx, trainable: tuple[str, ...], shardings: Trai
 
 def make_train_step(cfg: ModelConfig, tx, trainable: tuple[str, ...],
                     micro_batches: int = 1, weighting: str = "token",
-                    num_sources: int = 1) -> Callable:
+                    num_sources: int = 1, loss_chunk: int | None = None) -> Callable:
   """(state, batch) -> (state, metrics). The batch is split into `micro_batches` along its rows;
   gradients of the summed token losses are accumulated and divided by the total weight (the
   token count, or the row count with `weighting='sample'`: models.loss). Metrics hold the loss
   of each of the `num_sources` data sources ('loss_by_source', by the rows' `source_id`).
-  Only the trainable subtrees are differentiated; the frozen ones pass through untouched."""
+  Only the trainable subtrees are differentiated; the frozen ones pass through untouched.
+  `loss_chunk`: the loss `loss_chunk` positions at a time (no [B, T, V] logits)."""
   model = network(cfg)
 
   def sums_and_grads(train, frozen, batch):
     def loss_fn(t):
-      logits, _ = model.apply({"params": {**t, **frozen}}, batch["tokens"], batch["image_mask"],
-                              batch.get("images"), kv_mask=batch["valid"])
-      sums = loss_sums(logits, batch, weighting, num_sources)
+      params = {"params": {**t, **frozen}}
+      out, _ = model.apply(params, batch["tokens"], batch["image_mask"], batch.get("images"),
+                           kv_mask=batch["valid"], head=not loss_chunk)
+      if loss_chunk:
+        kernel = params["params"]["llm"]["output"]["kernel"]
+        sums = chunked_loss_sums(out, kernel, batch, weighting, num_sources, loss_chunk)
+      else:
+        sums = loss_sums(out, batch, weighting, num_sources)
       return sums["sum"], sums
     return jax.grad(loss_fn, has_aux=True)(train)
 
