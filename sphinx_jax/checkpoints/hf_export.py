@@ -19,7 +19,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from sphinx_jax.checkpoints import params_io
-from sphinx_jax.configs import LlamaConfig, from_checkpoint_config
+from sphinx_jax.configs import LlamaConfig
 from sphinx_jax.util.files import building
 
 SHARD_BYTES = 2 << 30
@@ -28,10 +28,7 @@ BOS_ID, EOS_ID = 1, 2  # LLaMA's sentencepiece ids
 
 def llm_config(src: Path) -> LlamaConfig:
   """The LLM config of a SPHINX or LLM params checkpoint."""
-  try:
-    cfg = from_checkpoint_config(params_io.read_config(src))
-  except (ValueError, TypeError, AttributeError, KeyError) as e:
-    raise params_io.CheckpointError(f"{src}/config.json: not a model config ({e})") from None
+  cfg = params_io.read_model_config(src)
   return cfg if isinstance(cfg, LlamaConfig) else cfg.llm
 
 

@@ -27,6 +27,7 @@ from orbax.checkpoint import v1 as ocp
 from orbax.checkpoint.experimental.v1 import partial as ocp_partial
 
 from sphinx_jax.checkpoints import checksums
+from sphinx_jax.configs import LlamaConfig, SphinxConfig, from_checkpoint_config
 from sphinx_jax.util.errors import UserError
 from sphinx_jax.util.files import building
 
@@ -157,6 +158,14 @@ def read_config(src: str | os.PathLike) -> dict:
   if not isinstance(config, dict):
     raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
   return config
+
+
+def read_model_config(src: str | os.PathLike) -> SphinxConfig | LlamaConfig:
+  """The model of a params checkpoint: a SphinxConfig, or a LlamaConfig for an LLM checkpoint."""
+  try:
+    return from_checkpoint_config(read_config(src))
+  except (ValueError, TypeError, AttributeError, KeyError) as e:
+    raise CheckpointError(f"{src}/{CONFIG_FILE}: not a model config ({e})") from None
 
 
 def tokenizer_path(src: str | os.PathLike) -> Path | None:

@@ -25,6 +25,7 @@ import grain
 import jax
 import numpy as np
 
+from sphinx_jax.configs import LlamaConfig
 from sphinx_jax.data.batching import collate
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.sample import Layout, Sample, make_sample
@@ -85,7 +86,7 @@ class DataConfig:
     """This data laid out for the model config `cfg`: a SphinxConfig's view plan and image
     tokens, or no images for a LlamaConfig (text only). Geometry the config states must be the
     model's."""
-    if not hasattr(cfg, "view_plan"):  # the LLM alone
+    if isinstance(cfg, LlamaConfig):  # the LLM alone
       if self.view_plan is not None:
         raise UserError(f"the data states view plan {self.view_plan!r}; a text-only model has "
                         "no views")

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from sphinx_jax import sharding
 from sphinx_jax.checkpoints import params_io
-from sphinx_jax.configs import LlamaConfig, SphinxConfig, from_checkpoint_config, model_preset
+from sphinx_jax.configs import LlamaConfig, SphinxConfig, model_preset
 from sphinx_jax.data import pipeline
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.skips import SkipLog
@@ -50,10 +50,7 @@ def model_config(t: TrainConfig) -> SphinxConfig | LlamaConfig:
   must take the plan's view sizes). A LlamaConfig (`llm:<preset>`, or an LLM checkpoint) is a
   text-only run of the LLM alone."""
   if t.init_from:
-    try:
-      cfg = from_checkpoint_config(params_io.read_config(t.init_from))
-    except (ValueError, TypeError, AttributeError, KeyError) as e:
-      raise UserError(f"{t.init_from}/config.json: not a model config ({e})") from None
+    cfg = params_io.read_model_config(t.init_from)
   else:
     cfg = model_preset(t.model)
   if isinstance(cfg, LlamaConfig):
