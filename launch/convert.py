@@ -19,6 +19,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="parameter dtype to store (default: the source's)")
   parser.add_argument("--tokenizer", type=Path, default=None,
                       help="tokenizer.model (default: found in --src or its parent)")
+  parser.add_argument("--quantize", choices=("int8", "int4"), default=None,
+                      help="store the LLM's matmul weights quantized (int8: per output channel; "
+                           "int4: groups of 128 inputs); towers, mixer, norms and embeddings "
+                           "stay at --dtype. Loads directly, no float copy")
   parser.add_argument("--view-plan", default=None,
                       help="accessory only: override the variant's view plan (e.g. tiny_1k for "
                            "small test models)")
@@ -28,11 +32,13 @@ def run(args: argparse.Namespace) -> int:
   from sphinx_jax.checkpoints import accessory, llama
   if args.format == "accessory":
     dst = accessory.convert_accessory(args.src, args.dst, dtype=args.dtype,
-                                      tokenizer=args.tokenizer, view_plan=args.view_plan)
+                                      tokenizer=args.tokenizer, view_plan=args.view_plan,
+                                      quantize=args.quantize)
   else:
     if args.view_plan is not None:
       raise UserError("--view-plan applies to `convert accessory` only")
     convert = {"meta": llama.convert_meta, "hf": llama.convert_hf}[args.format]
-    dst = convert(args.src, args.dst, dtype=args.dtype, tokenizer=args.tokenizer)
+    dst = convert(args.src, args.dst, dtype=args.dtype, tokenizer=args.tokenizer,
+                  quantize=args.quantize)
   print(f"wrote {dst}")
   return 0

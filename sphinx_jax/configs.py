@@ -20,6 +20,8 @@ REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 ATTENTION_IMPLS = ("xla", "cudnn")
+# The LLM's projections a LoRA adapter may sit on (models.llama): attention, then feed-forward.
+LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 
 
 class _Config:
@@ -66,8 +68,16 @@ class LlamaConfig(_Config):
   dtype: str = "float32"  # compute dtype; logits are always returned in float32
   remat_policy: str = "none"  # one of REMAT_POLICIES
   attention: str = "xla"  # one of ATTENTION_IMPLS: jax.nn.dot_product_attention implementation
+  # LoRA adapters of this rank on `lora_targets` (0: none), scaled by lora_alpha / lora_rank.
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = LORA_TARGETS
 
   def __post_init__(self):
+    unknown = sorted(set(self.lora_targets) - set(LORA_TARGETS))
+    if unknown or self.lora_rank < 0:
+      raise UserError(f"LoRA: rank {self.lora_rank} (>= 0), targets {unknown} not among "
+                       f"{LORA_TARGETS}")
     if self.dim % self.n_heads:
       raise UserError(f"dim {self.dim} is not a multiple of n_heads {self.n_heads}")
     if self.n_heads % self.kv_heads:

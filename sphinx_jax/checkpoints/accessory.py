@@ -133,7 +133,8 @@ def _mixer_parts(get, cfg: SphinxConfig, dtype) -> Iterator[dict]:
 
 
 def convert_accessory(src: Path, dst: Path, dtype: str | None = None,
-                      tokenizer: Path | None = None, view_plan: str | None = None) -> Path:
+                      tokenizer: Path | None = None, view_plan: str | None = None,
+                      quantize: str | None = None) -> Path:
   """SPHINX release directory -> params checkpoint. `view_plan` overrides the variant's (e.g.
   for small test models whose towers see other sizes). The weights must be exactly what the
   variant in meta.json reads; every key is checked before the output appears."""
@@ -185,7 +186,7 @@ def convert_accessory(src: Path, dst: Path, dtype: str | None = None,
 
   return source_files.write(dst, parts(), checkpoint_config(cfg),
                             tokenizer or find_tokenizer(src), "accessory", src,
-                            [*files, src / "config.json", src / "meta.json"])
+                            [*files, src / "config.json", src / "meta.json"], quantize)
 
 
 def _patch(state: ShardedStateDict) -> int:

@@ -35,7 +35,7 @@ def _words(x: jax.Array) -> jax.Array:
   """The bits of `x` as uint32 (one word per element; 8-byte elements get a trailing pair)."""
   if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
     x = jax.random.key_data(x)
-  if x.dtype == jnp.bool_:
+  if x.dtype in (jnp.bool_, jnp.int4, jnp.uint4):  # sub-byte: each value as a word
     return x.astype(jnp.uint32)
   size = jnp.dtype(x.dtype).itemsize
   if size in (4, 8):

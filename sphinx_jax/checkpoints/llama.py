@@ -96,7 +96,7 @@ def meta_config(params_json: Path, vocab_size: int, dtype: str) -> LlamaConfig:
 
 
 def convert_meta(src: Path, dst: Path, dtype: str | None = None,
-                 tokenizer: Path | None = None) -> Path:
+                 tokenizer: Path | None = None, quantize: str | None = None) -> Path:
   """Meta LLaMA-2 directory -> params checkpoint. Shards are merged per weight, layer by layer."""
   files = shard_files(src, r"consolidated\.(\d+)\.pth")
   if not files:
@@ -108,7 +108,7 @@ def convert_meta(src: Path, dst: Path, dtype: str | None = None,
   parts = llm_parts(state.get, cfg, dtype=dtype)
   return source_files.write(dst, parts, checkpoint_config(cfg),
                             tokenizer or find_tokenizer(src), "meta", src,
-                            [*files, src / "params.json"])
+                            [*files, src / "params.json"], quantize)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def hf_getter(get: Getter, cfg: LlamaConfig, tied: bool) -> Getter:
 
 
 def convert_hf(src: Path, dst: Path, dtype: str | None = None,
-               tokenizer: Path | None = None) -> Path:
+               tokenizer: Path | None = None, quantize: str | None = None) -> Path:
   """HF Llama directory (config.json + safetensors) -> params checkpoint."""
   hf = read_json(src / "config.json")
   state = SafetensorsStateDict(src)
@@ -179,7 +179,7 @@ def convert_hf(src: Path, dst: Path, dtype: str | None = None,
   parts = llm_parts(hf_getter(state.get, cfg, tied), cfg, dtype=dtype)
   return source_files.write(dst, parts, checkpoint_config(cfg),
                             tokenizer or find_tokenizer(src), "hf", src,
-                            [src / "config.json", *state.files])
+                            [src / "config.json", *state.files], quantize)
 
 
 def find_tokenizer(src: Path) -> Path | None:

@@ -28,6 +28,8 @@ from orbax.checkpoint.experimental.v1 import partial as ocp_partial
 
 from sphinx_jax.checkpoints import checksums
 from sphinx_jax.configs import LlamaConfig, SphinxConfig, from_checkpoint_config
+from sphinx_jax.models import quantization
+from sphinx_jax.models.quantization import QArray
 from sphinx_jax.util.errors import UserError
 from sphinx_jax.util.files import building
 
@@ -38,6 +40,8 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.model"
 CHECKSUMS_FILE = "checksums.json"
 STACK_KEY = "layers"
+LLM_KEY = "llm"
+QUANTIZATION_KEY = "quantization"  # config.json: the scheme of a quantized checkpoint's LLM
 
 
 class CheckpointError(UserError):
@@ -97,7 +101,7 @@ def write_into(directory: Path, parts: Iterable[dict], config: dict,
 def disk_parts(params: dict) -> Iterator[dict]:
   """Split in-memory params into disk-layout parts: everything unstacked, then layer by layer
   (on the host; a layer of arrays spread over several processes is gathered on device)."""
-  rest, stacks = _split_stacks(params)
+  rest, stacks = _split_stacks(_plain(params))
   if rest:
     yield rest
   for path, stack in stacks:
@@ -173,28 +177,134 @@ def tokenizer_path(src: str | os.PathLike) -> Path | None:
   return path if path.is_file() else None
 
 
-def load(src: str | os.PathLike, abstract: dict) -> dict:
+def load(src: str | os.PathLike, abstract: dict, quantize: str | None = None) -> dict:
   """Restore params shaped like `abstract` (ShapeDtypeStructs with shardings, stacked layout).
 
   `abstract` may be a subtree of what is stored (e.g. only {'llm': ...}). Each array is restored
   in its stored dtype, its checksum verified, then cast to the abstract dtype. A missing key, a
   shape mismatch or a failed checksum is an error naming the key.
+
+  The LLM's matmul weights (under 'llm') come back quantized (models.quantization) when the
+  checkpoint holds them so (`launch convert --quantize`) or when `quantize` names a scheme: a
+  float checkpoint is then read one layer at a time, each layer quantized as it arrives, so the
+  float weights never exist all at once. `quantize` other than the stored scheme is an error.
   """
-  path = Path(src).absolute() / PARAMS_DIR  # Orbax wants absolute paths
+  src = Path(src)
+  path = src.absolute() / PARAMS_DIR  # Orbax wants absolute paths
   if not path.is_dir():
     raise CheckpointError(f"{path}: missing params directory")
+  stored_scheme = read_config(src).get(QUANTIZATION_KEY)
+  quantization.check_scheme(quantize)
+  if stored_scheme is not None and quantize not in (None, stored_scheme):
+    raise CheckpointError(f"{src}: holds {stored_scheme} weights, not {quantize}; load it with "
+                          f"quantize={stored_scheme!r} (or none), or quantize a float checkpoint")
+  scheme = stored_scheme or quantize
+  if scheme is not None and LLM_KEY in abstract:
+    abstract = {**abstract, LLM_KEY: quantization.abstract_llm(abstract[LLM_KEY], scheme)}
+  plain = _plain(abstract)
+  disk_abstract = _to_disk_abstract(plain)
   stored = _metadata(path)
-  disk_abstract = _to_disk_abstract(abstract)
-  _check_against(stored, disk_abstract, path)
+  if stored_scheme is None and scheme is not None:  # float on disk: quantize layer by layer
+    float_disk = _to_disk_abstract(_plain(_float_targets(abstract)))
+    _check_against(stored, float_disk, path)
+    restored = {}
+    for group in _layer_groups(float_disk):
+      _merge(restored, _quantized_group(_restore(src, stored, group), disk_abstract, scheme))
+  else:
+    _check_against(stored, disk_abstract, path)
+    restored = _restore(src, stored, disk_abstract)
+  return _quantized(_stack_like(restored, plain), abstract)
+
+
+def _restore(src: Path, stored: dict, disk_abstract: dict) -> dict:
+  """One Orbax partial load of `disk_abstract`'s arrays in their stored dtypes, verified."""
   as_stored = jax.tree_util.tree_map_with_path(
       lambda p, a: jax.ShapeDtypeStruct(a.shape, stored[checksums.keystr(p)][1],
                                         sharding=a.sharding), disk_abstract)
   ctx = ocp.Context()
   ctx.pytree.loading.partial_load = True
   with ctx:
-    restored = ocp.load_pytree(path, as_stored)
-  verify(Path(src), restored)
-  return _stack_like(restored, abstract)
+    restored = ocp.load_pytree(src.absolute() / PARAMS_DIR, as_stored)
+  verify(src, restored)
+  return restored
+
+
+def _float_targets(abstract: dict) -> dict:
+  """The float weights that a quantized abstract's QArrays come from (same shardings)."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.scale.dtype, sharding=x.qvalue.sharding)
+      if isinstance(x, QArray) else x, abstract, is_leaf=lambda x: isinstance(x, QArray))
+
+
+def _layer_groups(disk_abstract: dict) -> Iterator[dict]:
+  """The unstacked arrays, then each layer index of every stack: the units of a streamed load."""
+  rest, stacks = _split_stacks(disk_abstract)
+  if rest:
+    yield rest
+  for i in range(max((len(stack) for _, stack in stacks), default=0)):
+    group: dict = {}
+    for path, stack in stacks:
+      if str(i) in stack:
+        _merge(group, _nest(path, {STACK_KEY: {str(i): stack[str(i)]}}))
+    yield group
+
+
+def _quantized_group(restored: dict, disk_abstract: dict, scheme: str) -> dict:
+  """Restored float arrays with the LLM's matmul weights quantized into the (plain) layout and
+  shardings of `disk_abstract`; each float array is freed as soon as it is quantized."""
+  def one(path, x):
+    keys = tuple(checksums.keystr((k,)) for k in path)
+    found = keys[0] == LLM_KEY and quantization.target(keys[1:])
+    if not found:
+      return x
+    want = functools.reduce(dict.__getitem__, keys, disk_abstract)
+    shardings = {k: v.sharding for k, v in want.items()}
+    out = jax.jit(lambda w: _plain(quantization.quantize(w, found[0], scheme, found[1])),
+                  out_shardings=shardings)(x)
+    x.delete()
+    return out
+  return jax.tree_util.tree_map_with_path(one, restored)
+
+
+def _plain(tree):
+  """QArrays as {'qvalue', 'scale'} dicts: how they are stored (the qvalue's dtype is the
+  scheme's)."""
+  return jax.tree.map(lambda x: {"qvalue": x.qvalue, "scale": x.scale}
+                      if isinstance(x, QArray) else x, tree,
+                      is_leaf=lambda x: isinstance(x, QArray))
+
+
+def _quantized(plain: dict, abstract: dict) -> dict:
+  """The inverse of `_plain`, by the QArrays of `abstract`."""
+  if isinstance(abstract, QArray):
+    return QArray(plain["qvalue"], plain["scale"], qtype=abstract.qtype)
+  if isinstance(abstract, dict):
+    return {k: _quantized(plain[k], v) for k, v in abstract.items()}
+  return plain
+
+
+def quantized_parts(parts: Iterable[dict], scheme: str | None) -> Iterator[dict]:
+  """Disk-layout parts (host arrays) with the LLM's matmul weights quantized by `scheme` (None:
+  unchanged): what `launch convert --quantize` writes."""
+  quantization.check_scheme(scheme)
+  for part in parts:
+    if scheme is None:
+      yield part
+      continue
+
+    def one(path, x):
+      keys = tuple(checksums.keystr((k,)) for k in path)
+      found = keys[0] == LLM_KEY and quantization.target(keys[1:])
+      if not found:
+        return x
+      q = quantization.quantize(jax.device_put(x, _host_device()), found[0], scheme, found[1])
+      return {"qvalue": np.asarray(q.qvalue), "scale": np.asarray(q.scale)}
+    yield jax.tree_util.tree_map_with_path(one, part)
+
+
+@functools.cache
+def _host_device():
+  return jax.local_devices(backend="cpu")[0]
 
 
 def verify(src: Path, restored: dict) -> None:

@@ -40,9 +40,12 @@ def _file_record(path: Path, root: Path, stop: threading.Event) -> dict:
 
 
 def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
-          tokenizer: Path | None, fmt: str, src: Path, files: Sequence[Path]) -> Path:
+          tokenizer: Path | None, fmt: str, src: Path, files: Sequence[Path],
+          quantize: str | None = None) -> Path:
   """`params_io.write` plus `source.json` for `files` (and the tokenizer), hashed while `parts`
-  are converted. Written in a hidden sibling and renamed: `dst` appears complete or not at all."""
+  are converted; `quantize`: the LLM's matmul weights stored quantized by that scheme
+  (params_io.quantized_parts). Written in a hidden sibling and renamed: `dst` appears complete
+  or not at all."""
   dst = Path(os.path.abspath(dst))
   if dst.exists():
     raise params_io.CheckpointError(f"{dst}: already exists; refusing to overwrite")
@@ -51,7 +54,9 @@ def write(dst: str | os.PathLike, parts: Iterable[dict], config: dict,
   with building(dst) as tmp, ThreadPoolExecutor(1, thread_name_prefix="hash-sources") as pool:
     hashed = pool.submit(lambda: [_file_record(f, src, stop) for f in files])
     try:
-      params_io.write_into(tmp, parts, config, tokenizer)
+      if quantize is not None:
+        config = {**config, params_io.QUANTIZATION_KEY: quantize}
+      params_io.write_into(tmp, params_io.quantized_parts(parts, quantize), config, tokenizer)
       source = {"format": fmt, "src": str(src.absolute()), "files": hashed.result()}
     finally:
       stop.set()  # on failure: no minutes of hashing after the error

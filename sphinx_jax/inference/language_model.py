@@ -35,9 +35,12 @@ class LanguageModel:
 
   @classmethod
   def from_pretrained(cls, ckpt_dir: str | os.PathLike, *, dtype: str | None = None,
+                      quantize: str | None = None,
                       mesh: jax.sharding.Mesh | None = None) -> "LanguageModel":
     """Load the `llm` of a checkpoint (from `launch convert` or training), sharded on `mesh`
-    (default: all devices on the fsdp axis). `dtype` overrides param and compute dtypes."""
+    (default: all devices on the fsdp axis). `dtype` overrides param and compute dtypes.
+    `quantize` ('int8' | 'int4'): the matmul weights quantized as they load (a quantized
+    checkpoint loads quantized without it; models.quantization)."""
     config = params_io.read_config(ckpt_dir)
     if "llm" not in config:
       raise params_io.CheckpointError(f"{ckpt_dir}/config.json: no 'llm' section")
@@ -49,7 +52,8 @@ class LanguageModel:
     if dtype is not None:
       cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
     mesh = mesh if mesh is not None else sharding.make_mesh()
-    params, tokenizer = load_sharded(ckpt_dir, lambda k: init_params(cfg, k), mesh, "llm")
+    params, tokenizer = load_sharded(ckpt_dir, lambda k: init_params(cfg, k), mesh, "llm",
+                                     quantize)
     return cls(cfg, params, tokenizer, mesh)
 
   @property
@@ -96,12 +100,14 @@ class LanguageModel:
     return pad_rows(prompts, sharding.batch_multiple(self.mesh))
 
 
-def load_sharded(ckpt_dir, init, mesh: jax.sharding.Mesh, subtree: str | None = None):
+def load_sharded(ckpt_dir, init, mesh: jax.sharding.Mesh, subtree: str | None = None,
+                 quantize: str | None = None):
   """({'params': ...} restored straight into the shardings `init`'s logical axes give on `mesh`,
-  the checkpoint's tokenizer or None). `subtree`: load only that part of the stored params."""
+  the checkpoint's tokenizer or None). `subtree`: load only that part of the stored params;
+  `quantize`: params_io.load's."""
   abstract, _ = sharding.param_shardings(init, mesh, jax.random.key(0))
   target = abstract["params"] if subtree is None else {subtree: abstract["params"]}
-  params = params_io.load(ckpt_dir, target)
+  params = params_io.load(ckpt_dir, target, quantize)
   tok_path = params_io.tokenizer_path(ckpt_dir)
   return ({"params": params if subtree is None else params[subtree]},
           Tokenizer(tok_path) if tok_path else None)

@@ -57,9 +57,12 @@ class Sphinx:
 
   @classmethod
   def from_pretrained(cls, ckpt_dir: str | os.PathLike, *, dtype: str | None = None,
+                      quantize: str | None = None,
                       mesh: jax.sharding.Mesh | None = None) -> "Sphinx":
     """Load a checkpoint written by `launch convert accessory` or by training, sharded on `mesh`
-    (default: all devices on the fsdp axis). `dtype` overrides the LLM's param/compute dtypes."""
+    (default: all devices on the fsdp axis). `dtype` overrides the LLM's param/compute dtypes.
+    `quantize` ('int8' | 'int4'): the LLM's matmul weights quantized as they load, the towers
+    untouched (a quantized checkpoint loads quantized without it; models.quantization)."""
     config = params_io.read_config(ckpt_dir)
     if config.get("model") != "sphinx":
       raise params_io.CheckpointError(
@@ -72,7 +75,8 @@ class Sphinx:
     if dtype is not None:
       cfg = cfg.replace(llm=cfg.llm.replace(param_dtype=dtype, dtype=dtype))
     mesh = mesh if mesh is not None else sharding.make_mesh()
-    params, tokenizer = load_sharded(ckpt_dir, lambda k: init_params(cfg, k), mesh)
+    params, tokenizer = load_sharded(ckpt_dir, lambda k: init_params(cfg, k), mesh,
+                                     quantize=quantize)
     return cls(cfg, params, tokenizer, mesh)
 
   def preprocess(self, image: Image.Image,

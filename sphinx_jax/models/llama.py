@@ -15,15 +15,35 @@ import jax
 import jax.numpy as jnp
 
 from sphinx_jax.configs import LlamaConfig
-from sphinx_jax.models.layers import fan_in_init, kernel_init, scanned
+from sphinx_jax.models import quantization
+from sphinx_jax.models.layers import fan_in_init, kernel_init, scanned, zeros_init
+
+LORA_A, LORA_B = "_lora_a", "_lora_b"  # an adapter's two factors, beside its weight
 
 
-def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
-            in_axis: int | tuple[int, ...] = 0):
-  """A weight of `module` created with its full shape and logical axes (initialised by its fan
-  in over `in_axis`), in the compute dtype."""
+def _project(module: nn.Module, name: str, spec: str, x: jax.Array, shape: tuple[int, ...],
+             axes: tuple[str, ...], n_in: int = 1) -> jax.Array:
+  """`einsum(spec, x, w)` with the weight `name` of `module` (shape `shape`, logical `axes`, its
+  first `n_in` axes contracted; initialised by their fan in), in the compute dtype. A quantized
+  weight is dequantized here (models.quantization). With LoRA on `name` (cfg.lora_rank), plus
+  the low-rank path (alpha / rank) * (x A) B, where A [inputs, rank] starts random and
+  B [rank, outputs] at zero, so a fresh adapter leaves the function unchanged."""
   cfg = module.cfg
-  return module.param(name, fan_in_init(axes, in_axis), shape, cfg.param_dtype).astype(cfg.dtype)
+  w = module.param(name, fan_in_init(axes, tuple(range(n_in))), shape, cfg.param_dtype)
+  y = jnp.einsum(spec, x, quantization.weight(w, cfg.dtype))
+  if not cfg.lora_rank or name not in cfg.lora_targets:
+    return y
+  rank = cfg.lora_rank
+  inputs, w_sub = spec.split("->")[0].split(",")
+  x_in, w_in, w_out = inputs, w_sub[:n_in], w_sub[n_in:]
+  x_rest = "".join(c for c in x_in if c not in w_in)
+  a = module.param(f"{name}{LORA_A}", fan_in_init(axes[:n_in] + (None,), tuple(range(n_in))),
+                   shape[:n_in] + (rank,), cfg.param_dtype)
+  b = module.param(f"{name}{LORA_B}", zeros_init((None,) + axes[n_in:]), (rank,) + shape[n_in:],
+                   cfg.param_dtype)
+  low = jnp.einsum(f"{x_in},{w_in}r->{x_rest}r", x, a.astype(cfg.dtype))
+  delta = jnp.einsum(f"{x_rest}r,r{w_out}->{spec.split('->')[1]}", low, b.astype(cfg.dtype))
+  return y + (cfg.lora_alpha / rank) * delta
 
 
 class RMSNorm(nn.Module):
@@ -63,12 +83,9 @@ class Attention(nn.Module):
     cfg = self.cfg
     d, h, kv, hd = cfg.dim, cfg.n_heads, cfg.kv_heads, cfg.head_dim
     x = x.astype(cfg.dtype)
-    q = jnp.einsum("btd,dhk->bthk", x,
-                   _kernel(self, "wq", (d, h, hd), ("embed", "heads", "head_dim")))
-    k = jnp.einsum("btd,dhk->bthk", x,
-                   _kernel(self, "wk", (d, kv, hd), ("embed", "kv_heads", "head_dim")))
-    v = jnp.einsum("btd,dhk->bthk", x,
-                   _kernel(self, "wv", (d, kv, hd), ("embed", "kv_heads", "head_dim")))
+    q = _project(self, "wq", "btd,dhk->bthk", x, (d, h, hd), ("embed", "heads", "head_dim"))
+    k = _project(self, "wk", "btd,dhk->bthk", x, (d, kv, hd), ("embed", "kv_heads", "head_dim"))
+    v = _project(self, "wv", "btd,dhk->bthk", x, (d, kv, hd), ("embed", "kv_heads", "head_dim"))
     q = nn.with_logical_constraint(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
     k = apply_rope(k, cos, sin)
     if cache is not None:  # write this call's keys/values into their slots, attend to all slots
@@ -81,8 +98,8 @@ class Attention(nn.Module):
     out = jax.nn.dot_product_attention(
         q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask=mask,
         implementation=None if cfg.attention == "xla" else cfg.attention)
-    out = jnp.einsum("bthk,hkd->btd", out,
-                     _kernel(self, "wo", (h, hd, d), ("heads", "head_dim", "embed"), (0, 1)))
+    out = _project(self, "wo", "bthk,hkd->btd", out, (h, hd, d), ("heads", "head_dim", "embed"),
+                   n_in=2)
     return out, cache
 
 
@@ -93,10 +110,22 @@ class FeedForward(nn.Module):
   def __call__(self, x):
     cfg = self.cfg
     d, f = cfg.dim, cfg.hidden_dim
-    gate = x @ _kernel(self, "w1", (d, f), ("embed", "mlp"))
-    up = x @ _kernel(self, "w3", (d, f), ("embed", "mlp"))
+    gate = _project(self, "w1", "btd,df->btf", x, (d, f), ("embed", "mlp"))
+    up = _project(self, "w3", "btd,df->btf", x, (d, f), ("embed", "mlp"))
     hidden = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "act_mlp"))
-    return hidden @ _kernel(self, "w2", (f, d), ("mlp", "embed"))
+    return _project(self, "w2", "btf,fd->btd", hidden, (f, d), ("mlp", "embed"))
+
+
+class Head(nn.Module):
+  """The output projection [dim, vocab] (untied; may be quantized, never adapted)."""
+
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    return _project(self, "kernel", "btd,dv->btv", x.astype(cfg.dtype), (cfg.dim, cfg.vocab_size),
+                    ("embed", "vocab"))
 
 
 class Block(nn.Module):
@@ -134,8 +163,7 @@ class Llama(nn.Module):
         embedding_init=kernel_init(("vocab", "embed"), 1.0))
     self.layers = scanned(Block, cfg, cfg.n_layers, in_axes=(nn.broadcast,) * 4 + (0,))(cfg)
     self.norm = RMSNorm(cfg.norm_eps, cfg.dtype, cfg.param_dtype)
-    self.output = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
-                           param_dtype=cfg.param_dtype, kernel_init=fan_in_init(("embed", "vocab")))
+    self.output = Head(cfg)
 
   def embed(self, tokens: jax.Array) -> jax.Array:
     return self.tok_embeddings(tokens)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sphinx_jax.models.quantization import weight
 from sphinx_jax.util.errors import UserError
 
 
@@ -40,8 +41,9 @@ def chunked_loss_sums(hidden, kernel, batch, weighting: str = "token", num_sourc
                       chunk: int = 1024) -> dict:
   """`loss_sums` from the final hidden states [B, T, D] and the output head's kernel [D, V],
   `chunk` positions at a time: the float32 logits of one chunk [B, chunk, V] exist at once, not
-  [B, T, V] (their backward recomputes each chunk's). The head is applied as `nn.Dense` applies
-  it (both operands in the hidden states' dtype), so the loss is the unchunked one."""
+  [B, T, V] (their backward recomputes each chunk's). The head is applied as the model applies
+  it (both operands in the hidden states' dtype; a quantized kernel dequantized), so the loss is
+  the unchunked one."""
   hidden, targets = hidden[:, :-1], batch["tokens"][:, 1:]
   rows, length = targets.shape
   n = -(-length // chunk)
@@ -51,7 +53,7 @@ def chunked_loss_sums(hidden, kernel, batch, weighting: str = "token", num_sourc
 
   @jax.checkpoint
   def chunk_ce(h, t):
-    logits = jax.lax.dot_general(h, kernel.astype(h.dtype), (((2,), (0,)), ((), ())))
+    logits = jax.lax.dot_general(h, weight(kernel, h.dtype), (((2,), (0,)), ((), ())))
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), t)
 
   ce = jax.lax.map(lambda x: chunk_ce(*x), (hidden.swapaxes(0, 1), targets.swapaxes(0, 1)))
