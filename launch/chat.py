@@ -24,6 +24,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="a params directory: written by `launch convert` or `launch mix`, or "
                            "by training (WORKDIR/<stage>/params_stepN; the default's final model "
                            "is runs/default/final_model)")
+  parser.add_argument("--quantize", choices=("int8", "int4"), default=None,
+                      help="load the LLM's matmul weights quantized (int8: per output channel; "
+                           "int4: groups of 128), the towers at full precision; a checkpoint "
+                           "converted with --quantize loads quantized without it")
   parser.add_argument("--image", type=Path, default=None,
                       help="image file (any PIL format; at most $SPHINX_MAX_IMAGE_PIXELS pixels, "
                            "default 8192 x 8192)")
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     raise UserError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
   image = read_image_file(args.image) if args.image else None
-  model = Sphinx.from_pretrained(args.checkpoint)
+  model = Sphinx.from_pretrained(args.checkpoint, quantize=args.quantize)
   history: list[tuple[str, str]] = []
 
   def answer(question: str, prefix: str = "") -> None:

@@ -37,6 +37,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", type=Path, required=True,
                       help="a params directory: written by `launch convert` or `launch mix`, or "
                            "by training (WORKDIR/<stage>/params_stepN)")
+  parser.add_argument("--quantize", choices=("int8", "int4"), default=None,
+                      help="load the LLM's matmul weights quantized (int8: per output channel; "
+                           "int4: groups of 128), the towers at full precision; a checkpoint "
+                           "converted with --quantize loads quantized without it")
   parser.add_argument("--benchmark", required=True, choices=_Names(), metavar="NAME",
                       help="one of: %(choices)s")
   parser.add_argument("--data", type=Path, required=True, help="the benchmark's files")
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
   split = args.split or benchmarks()[args.benchmark].split
   out = args.out or Path("eval_results") / "-".join(
       [args.benchmark] + ([split] if split else []) + ([f"{args.shots}shot"] if args.shots else []))
-  model = Sphinx.from_pretrained(args.checkpoint, dtype=args.dtype)
+  model = Sphinx.from_pretrained(args.checkpoint, dtype=args.dtype, quantize=args.quantize)
   summary = evaluate(model, args.benchmark, args.data, out, split=args.split, limit=args.limit,
                      batch_size=args.batch_size, shots=args.shots, seed=args.seed,
                      max_new_tokens=args.max_new_tokens,

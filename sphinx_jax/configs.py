@@ -440,12 +440,17 @@ def checkpoint_config(cfg: "SphinxConfig | LlamaConfig") -> dict[str, Any]:
   return {"model": "sphinx", **cfg.to_dict()}
 
 
+# config.json keys beside the architecture: the kind of model, how its LLM is stored
+# (checkpoints.params_io)
+CHECKPOINT_KEYS = ("model", "quantization")
+
+
 def from_checkpoint_config(d: dict[str, Any]) -> "SphinxConfig | LlamaConfig":
   """The inverse of `checkpoint_config`."""
   if d.get("model") == "llama":
     return LlamaConfig.from_dict(d["llm"])
   if d.get("model") == "sphinx":
-    return SphinxConfig.from_dict({k: v for k, v in d.items() if k != "model"})
+    return SphinxConfig.from_dict({k: v for k, v in d.items() if k not in CHECKPOINT_KEYS})
   raise UserError(f"model {d.get('model')!r} is neither 'sphinx' nor 'llama'")
 
 

@@ -59,7 +59,7 @@ def test_a_text_only_run_has_no_views_and_no_towers(tmp_path):
   exp = config_files.load("text:tiny", [])
   assert loop.model_config(exp.train).n_layers == 2
   for change, words in (({"view_plan": "tiny"}, "no views"),
-                        ({"trainable": ("llm", "mixer")}, "trains 'llm' only"),
+                        ({"trainable": ("llm", "mixer")}, "trains 'llm' \(or its"),
                         ({"model": "llm:llama9"}, "unknown LLM preset 'llama9'")):
     with pytest.raises(UserError, match=words):
       loop.model_config(dataclasses.replace(exp.train, **change))

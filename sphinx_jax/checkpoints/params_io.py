@@ -194,6 +194,9 @@ def load(src: str | os.PathLike, abstract: dict, quantize: str | None = None) ->
   if not path.is_dir():
     raise CheckpointError(f"{path}: missing params directory")
   stored_scheme = read_config(src).get(QUANTIZATION_KEY)
+  if stored_scheme is not None and stored_scheme not in quantization.SCHEMES:
+    raise CheckpointError(f"{src}/{CONFIG_FILE}: quantization {stored_scheme!r} is not one of "
+                          f"{quantization.SCHEMES}")
   quantization.check_scheme(quantize)
   if stored_scheme is not None and quantize not in (None, stored_scheme):
     raise CheckpointError(f"{src}: holds {stored_scheme} weights, not {quantize}; load it with "
@@ -205,7 +208,7 @@ def load(src: str | os.PathLike, abstract: dict, quantize: str | None = None) ->
   disk_abstract = _to_disk_abstract(plain)
   stored = _metadata(path)
   if stored_scheme is None and scheme is not None:  # float on disk: quantize layer by layer
-    float_disk = _to_disk_abstract(_plain(_float_targets(abstract)))
+    float_disk = _to_disk_abstract(_plain(quantization.float_abstract(abstract)))
     _check_against(stored, float_disk, path)
     restored = {}
     for group in _layer_groups(float_disk):
@@ -221,19 +224,23 @@ def _restore(src: Path, stored: dict, disk_abstract: dict) -> dict:
   as_stored = jax.tree_util.tree_map_with_path(
       lambda p, a: jax.ShapeDtypeStruct(a.shape, stored[checksums.keystr(p)][1],
                                         sharding=a.sharding), disk_abstract)
+  return _orbax_load(src, as_stored)
+
+
+def _orbax_load(src: Path, abstract: dict) -> dict:
+  """Orbax's partial load of `abstract` from `src`, verified; what the storage layer cannot
+  read (a truncated or damaged file) is one line naming the checkpoint."""
   ctx = ocp.Context()
   ctx.pytree.loading.partial_load = True
-  with ctx:
-    restored = ocp.load_pytree(src.absolute() / PARAMS_DIR, as_stored)
-  verify(src, restored)
+  try:
+    with ctx:
+      restored = ocp.load_pytree(Path(src).absolute() / PARAMS_DIR, abstract)
+  except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise bare Exceptions on bad files
+    reason = str(e.__cause__ or e).strip().splitlines()[0][:300]
+    raise CheckpointError(f"{src}: unreadable params (truncated or damaged file?): "
+                          f"{reason}") from None
+  verify(Path(src), restored)
   return restored
-
-
-def _float_targets(abstract: dict) -> dict:
-  """The float weights that a quantized abstract's QArrays come from (same shardings)."""
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.scale.dtype, sharding=x.qvalue.sharding)
-      if isinstance(x, QArray) else x, abstract, is_leaf=lambda x: isinstance(x, QArray))
 
 
 def _layer_groups(disk_abstract: dict) -> Iterator[dict]:
@@ -327,11 +334,7 @@ def read_leaves(src: str | os.PathLike, leaves: dict) -> dict:
   abstract: dict = {}
   for key, (shape, dtype) in leaves.items():
     put_leaf(abstract, key, np.empty(shape, dtype))
-  ctx = ocp.Context()
-  ctx.pytree.loading.partial_load = True
-  with ctx:
-    restored = ocp.load_pytree(Path(src).absolute() / PARAMS_DIR, abstract)
-  verify(Path(src), restored)
+  restored = _orbax_load(Path(src), abstract)
   return {key: functools.reduce(dict.__getitem__, key.split("/"), restored) for key in leaves}
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from sphinx_jax import sharding
 from sphinx_jax.checkpoints import params_io
-from sphinx_jax.configs import SphinxConfig
+from sphinx_jax.configs import CHECKPOINT_KEYS, SphinxConfig
 from sphinx_jax.data import image as image_ops
 from sphinx_jax.data.sample import image_after_bos, prompt, tiled
 from sphinx_jax.data.templates import STOP, conversation_prompt
@@ -68,7 +68,8 @@ class Sphinx:
       raise params_io.CheckpointError(
           f"{ckpt_dir}/config.json: model {config.get('model')!r} is not a SPHINX model")
     try:
-      cfg = SphinxConfig.from_dict({k: v for k, v in config.items() if k != "model"})
+      cfg = SphinxConfig.from_dict({k: v for k, v in config.items()
+                                    if k not in CHECKPOINT_KEYS})
     except (ValueError, TypeError, AttributeError) as e:  # fields unknown, missing, mistyped
       raise params_io.CheckpointError(f"{ckpt_dir}/config.json: not a SPHINX config ({e})") \
           from None

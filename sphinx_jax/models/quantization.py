@@ -91,6 +91,13 @@ def abstract_llm(abstract: dict, scheme: str) -> dict:
   return jax.tree_util.tree_map_with_path(one, abstract)
 
 
+def float_abstract(abstract):
+  """The float weights a quantized abstract's QArrays come from (the values' shardings)."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.scale.dtype, sharding=x.qvalue.sharding)
+      if isinstance(x, QArray) else x, abstract, is_leaf=lambda x: isinstance(x, QArray))
+
+
 def _with_sharding(leaf, sharding):
   return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
 

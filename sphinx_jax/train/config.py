@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from sphinx_jax.configs import LORA_TARGETS
 from sphinx_jax.data.pipeline import DataConfig
 from sphinx_jax.sharding import MeshConfig
 
@@ -31,7 +32,14 @@ class TrainConfig:
   # Train on another view plan of the same towers (SPHINX-1k is SPHINX's weights fine-tuned on
   # sub-images); None: the model's own. The data's geometry follows the model's.
   view_plan: str | None = None
-  trainable: tuple[str, ...] = ("llm", "mixer")  # the towers stay frozen
+  trainable: tuple[str, ...] = ("llm", "mixer")  # the towers stay frozen; 'lora': the adapters
+  # LoRA (configs/finetune_lora.py): adapters of this rank on the LLM's `lora_targets`, scaled
+  # by lora_alpha / lora_rank; 0: none. `trainable` then names 'lora' instead of 'llm'.
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = LORA_TARGETS
+  # QLoRA: the frozen base's matmul weights quantized ('int8' | 'int4'; models.quantization).
+  quantize: str | None = None
   steps: int = 100
   micro_batches: int = 1  # gradient accumulation: the batch is split into this many steps
   loss_weighting: str = "token"  # 'token' (the reference) or 'sample' (models.loss)

@@ -31,9 +31,11 @@ from sphinx_jax.configs import LlamaConfig, SphinxConfig, model_preset
 from sphinx_jax.data import pipeline
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.skips import SkipLog
+from sphinx_jax.models import lora, quantization
 from sphinx_jax.train import optimizer, run_config, state_checkpoints, workdir_lock
 from sphinx_jax.train import step as train_step
 from sphinx_jax.train.config import Experiment, TrainConfig
+from sphinx_jax.train.optimizer import LORA
 from sphinx_jax.train.flops import measured_peak_flops, step_flops
 from sphinx_jax.util.errors import UserError
 
@@ -53,12 +55,15 @@ def model_config(t: TrainConfig) -> SphinxConfig | LlamaConfig:
     cfg = params_io.read_model_config(t.init_from)
   else:
     cfg = model_preset(t.model)
+  _check_lora(t)
+  adapters = dict(lora_rank=t.lora_rank, lora_alpha=t.lora_alpha, lora_targets=t.lora_targets)
   if isinstance(cfg, LlamaConfig):
-    if t.view_plan is not None or set(t.trainable) != {"llm"}:
-      raise UserError(f"a text-only run (the LLM alone) has no views and trains 'llm' only; "
-                      f"got view_plan={t.view_plan!r}, trainable={t.trainable}")
+    if t.view_plan is not None or not set(t.trainable) <= {"llm", LORA}:
+      raise UserError(f"a text-only run (the LLM alone) has no views and trains 'llm' (or its "
+                      f"'lora' adapters) only; got view_plan={t.view_plan!r}, "
+                      f"trainable={t.trainable}")
     return cfg.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
-                       remat_policy=t.remat_policy)
+                       remat_policy=t.remat_policy, **adapters)
   if t.view_plan is not None and t.view_plan != cfg.view_plan:
     plan = VIEW_PLANS[t.view_plan]
     sizes = (plan.vit.side, plan.convnext.input_side)
@@ -69,21 +74,40 @@ def model_config(t: TrainConfig) -> SphinxConfig | LlamaConfig:
     log.info("views: %s (%d per image) -> %s (%d per image)", cfg.view_plan, cfg.n_views,
              t.view_plan, plan.num_views)
     cfg = cfg.replace(view_plan=t.view_plan, n_views=plan.num_views)
-  trained_towers = set(t.trainable) - {"llm", "mixer"}
+  trained_towers = set(t.trainable) - {"llm", "mixer", LORA}
   if t.tower_param_dtype not in (None, t.param_dtype) and trained_towers:
     raise UserError(f"tower_param_dtype {t.tower_param_dtype!r} is for frozen towers; "
                     f"{sorted(trained_towers)} are trained (their master weights stay "
                     f"{t.param_dtype})")
   cfg = cfg.with_tower_dtypes(t.tower_param_dtype or t.param_dtype, t.compute_dtype)
   return cfg.replace(llm=cfg.llm.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
-                                         remat_policy=t.remat_policy))
+                                         remat_policy=t.remat_policy, **adapters))
+
+
+def _check_lora(t: TrainConfig) -> None:
+  """LoRA trains the adapters of a frozen LLM; QLoRA also quantizes that frozen LLM."""
+  if t.lora_rank and "llm" in t.trainable:
+    raise UserError(f"lora_rank {t.lora_rank}: the LLM is frozen under its adapters; name "
+                    f"'lora' in trainable instead of 'llm' (got {t.trainable})")
+  if (LORA in t.trainable) != bool(t.lora_rank):
+    raise UserError(f"trainable names 'lora' exactly when lora_rank > 0 (lora_rank "
+                    f"{t.lora_rank}, trainable {t.trainable})")
+  if t.quantize is not None and not t.lora_rank:
+    raise UserError(f"quantize {t.quantize!r} freezes a quantized LLM: it trains with LoRA "
+                    "adapters (QLoRA), so set lora_rank > 0")
 
 
 def _export(workdir: Path, state, cfg: SphinxConfig | LlamaConfig, exp: Experiment) -> None:
   """`workdir/params_step<N>` for chat, eval and mix (kept if it exists); with several
   processes, all write it together."""
-  state_checkpoints.export_params(workdir / f"params_step{int(state.step)}", state.params["params"],
-                              cfg, exp.data.tokenizer)
+  params = state.params["params"]
+  llm_cfg = cfg if isinstance(cfg, LlamaConfig) else cfg.llm
+  if llm_cfg.lora_rank:  # the adapters merged: a plain checkpoint for chat, eval and mix
+    params = {**params, "llm": lora.merged(params["llm"], llm_cfg)}
+    plain = lora.without_adapters(llm_cfg)
+    cfg = plain if isinstance(cfg, LlamaConfig) else cfg.replace(llm=plain)
+  state_checkpoints.export_params(workdir / f"params_step{int(state.step)}", params, cfg,
+                                  exp.data.tokenizer)
 
 
 def _spans(rows: list[int]) -> str:
@@ -159,7 +183,7 @@ def setup(exp: Experiment, devices=None) -> RunSetup:
   cfg = model_config(t)
   mesh = sharding.make_mesh(t.mesh, devices)
   tx = optimizer.make(t.optim, t.steps)
-  abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh)
+  abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh, t.quantize)
   return RunSetup(cfg, mesh, tx, abstract, state_shardings, source_metric_names(exp))
 
 
@@ -192,9 +216,12 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
     log.info("resumed from step %d", int(state.step))
   else:
     params = None
-    if t.init_from:
-      params = {"params": params_io.load(t.init_from, abstract.params["params"])}
-    state = train_step.init_state(cfg, run.tx, t.trainable, run.state_shardings, t.seed, params)
+    if t.init_from:  # the stored weights; LoRA adapters start fresh
+      base = optimizer.split(abstract.params["params"], (LORA,))[1]
+      params = {"params": params_io.load(t.init_from, quantization.float_abstract(base),
+                                         t.quantize)}
+    state = train_step.init_state(cfg, run.tx, t.trainable, run.state_shardings, t.seed, params,
+                                  t.quantize)
   start = int(state.step)
   if start >= t.steps:  # finished earlier; the export may not have been written then
     _export(workdir, state, cfg, exp)

@@ -1,12 +1,15 @@
 """The optimizer: AdamW (no decay on norms and biases) with warmup + cosine and global-norm
-clipping. It sees only the trainable subtrees: frozen towers get no gradient, no update and no
-optimizer state (big_vision's frozen schedule, by construction)."""
+clipping. It sees only the trainable params: frozen towers (or, with LoRA, everything but the
+adapters) get no gradient, no update and no optimizer state (big_vision's frozen schedule, by
+construction)."""
 from __future__ import annotations
 
 import jax
 import optax
+from flax import traverse_util
 
 from sphinx_jax import sharding
+from sphinx_jax.models.lora import is_adapter
 from sphinx_jax.train.config import OptimConfig
 from sphinx_jax.util.errors import UserError
 
@@ -36,13 +39,26 @@ def make(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
                   weight_decay=cfg.weight_decay, mask=decay_mask))
 
 
+LORA = "lora"  # in `trainable`: every LoRA adapter (models.lora), wherever it sits
+
+
 def split(params: dict, trainable: tuple[str, ...]) -> tuple[dict, dict]:
-  """The inner params dict ({'llm':..., 'clip':..., ...}) as (trainable, frozen) subtrees."""
-  unknown = set(trainable) - set(params)
+  """The inner params dict ({'llm':..., 'clip':..., ...}) as (trainable, frozen) trees: whole
+  subtrees by name, and 'lora' for the adapters."""
+  unknown = set(trainable) - set(params) - {LORA}
   if unknown:
     raise UserError(f"trainable {sorted(unknown)} not in the model's {sorted(params)}")
-  return ({k: v for k, v in params.items() if k in trainable},
-          {k: v for k, v in params.items() if k not in trainable})
+  train, frozen = {}, {}
+  for path, leaf in traverse_util.flatten_dict(params).items():
+    chosen = path[0] in trainable or (LORA in trainable and is_adapter(path[-1]))
+    (train if chosen else frozen)[path] = leaf
+  return traverse_util.unflatten_dict(train), traverse_util.unflatten_dict(frozen)
+
+
+def join(train: dict, frozen: dict) -> dict:
+  """The inverse of `split`."""
+  return traverse_util.unflatten_dict({**traverse_util.flatten_dict(frozen),
+                                       **traverse_util.flatten_dict(train)})
 
 
 def state_shardings(tx, params, param_shardings, mesh):

@@ -12,9 +12,9 @@ from jax.sharding import Mesh
 
 from sphinx_jax import sharding
 from sphinx_jax.configs import LlamaConfig, SphinxConfig
-from sphinx_jax.models import sphinx, text_net
+from sphinx_jax.models import quantization, sphinx, text_net
 from sphinx_jax.models.loss import chunked_loss_sums, loss_sums, mean_losses, zero_sums
-from sphinx_jax.train.optimizer import split, state_shardings
+from sphinx_jax.train.optimizer import join, split, state_shardings
 
 BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "images", "source_id")
 ModelConfig = SphinxConfig | LlamaConfig  # a LlamaConfig trains the LLM alone, on text
@@ -37,30 +37,44 @@ class TrainState:
   opt_state: Any  # over the trainable subtrees only
 
 
-def abstract_state(cfg: ModelConfig, tx, trainable: tuple[str, ...],
-                   mesh: Mesh) -> tuple[TrainState, TrainState]:
-  """(abstract TrainState whose leaves carry their shardings, the shardings): nothing allocated."""
+def abstract_state(cfg: ModelConfig, tx, trainable: tuple[str, ...], mesh: Mesh,
+                   quantize: str | None = None) -> tuple[TrainState, TrainState]:
+  """(abstract TrainState whose leaves carry their shardings, the shardings): nothing allocated.
+  `quantize`: the LLM's matmul weights are quantized (a frozen QLoRA base)."""
   boxed = jax.eval_shape(lambda k: init_params(cfg, k), jax.random.key(0))
   param_shardings = sharding.logical_sharding(nn.get_partition_spec(boxed), mesh)
   params = nn.unbox(boxed)
   sharding.check_divisible(params, param_shardings)
+  params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        params, param_shardings)
+  if quantize is not None:
+    inner = params["params"]
+    params = {"params": {**inner, "llm": quantization.abstract_llm(inner["llm"], quantize)}}
   train, _ = split(params["params"], trainable)
-  train_shardings, _ = split(param_shardings["params"], trainable)
-  opt_state, opt_shardings = state_shardings(tx, train, train_shardings, mesh)
-  shardings = TrainState(step=sharding.replicated(mesh), params=param_shardings,
-                         opt_state=opt_shardings)
-  abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                        opt_state=opt_state)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-  return abstract, shardings
+  opt_state, opt_shardings = state_shardings(tx, train, _shardings(train), mesh)
+  opt_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                           opt_state, opt_shardings)
+  step = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(mesh))
+  abstract = TrainState(step=step, params=params, opt_state=opt_state)
+  return abstract, _shardings(abstract)
+
+
+def _shardings(abstract):
+  return jax.tree.map(lambda a: a.sharding, abstract)
 
 
 def init_state(cfg: ModelConfig, tx, trainable: tuple[str, ...], shardings: TrainState,
-               seed: int = 0, params=None) -> TrainState:
-  """A fresh state straight into its shardings (random params unless `params` is given)."""
+               seed: int = 0, params=None, quantize: str | None = None) -> TrainState:
+  """A fresh state straight into its shardings: random params, or `params` where given (a
+  loaded base without LoRA adapters gets fresh ones). `quantize`: random LLM weights are
+  quantized (QLoRA from scratch; a loaded base comes quantized)."""
   def init(key, given):
-    p = nn.unbox(init_params(cfg, key)) if given is None else given
+    p = nn.unbox(init_params(cfg, key))
+    if quantize is not None and given is None:
+      p = {"params": {**p["params"], "llm": quantization.quantize_llm(p["params"]["llm"],
+                                                                     quantize)}}
+    if given is not None:
+      p = {"params": join(given["params"], split(p["params"], ("lora",))[0])}
     return TrainState(step=jnp.int32(0), params=p,
                       opt_state=tx.init(split(p["params"], trainable)[0]))
   return jax.jit(init, out_shardings=shardings)(jax.random.key(seed), params)
@@ -79,7 +93,7 @@ def make_train_step(cfg: ModelConfig, tx, trainable: tuple[str, ...],
 
   def sums_and_grads(train, frozen, batch):
     def loss_fn(t):
-      params = {"params": {**t, **frozen}}
+      params = {"params": join(t, frozen)}
       out, _ = model.apply(params, batch["tokens"], batch["image_mask"], batch.get("images"),
                            kv_mask=batch["valid"], head=not loss_chunk)
       if loss_chunk:
@@ -105,7 +119,7 @@ def make_train_step(cfg: ModelConfig, tx, trainable: tuple[str, ...],
       (grads, sums), _ = jax.lax.scan(accumulate, start, micro)
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1), grads)
     updates, opt_state = tx.update(grads, state.opt_state, train)
-    params = {"params": {**optax.apply_updates(train, updates), **frozen}}
+    params = {"params": join(optax.apply_updates(train, updates), frozen)}
     metrics = {**mean_losses(sums), "grad_norm": optax.global_norm(grads), "tokens": sums["tokens"]}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
