@@ -1,7 +1,8 @@
 """LLaMA throughput against HF PyTorch, in the same run on the same machine.
 
 Measures a ~110M-parameter decoder (fp32): training step (forward + backward) tokens/s, and
-greedy decoding tokens/s at batch 1 and 8; prints JAX/PyTorch ratios and the MFU of the training
+greedy decoding tokens/s at batch 1 and 8, float and with the matmul weights in int8 and int4
+(models.quantization; PyTorch stays fp32); prints JAX/PyTorch ratios and the MFU of the training
 step against this machine's measured matmul peak.
 
   python bench/llama.py [--steps 5] [--seq 256] [--batch 4] [--new-tokens 32]
@@ -24,6 +25,7 @@ import torch  # noqa: E402
 from sphinx_jax import LanguageModel  # noqa: E402
 from sphinx_jax import sharding  # noqa: E402
 from sphinx_jax.models.llama import Llama  # noqa: E402
+from sphinx_jax.models.quantization import quantize_llm  # noqa: E402
 from tests import llama_refs  # noqa: E402
 
 DIM, LAYERS, HEADS, VOCAB, FFN = 768, 12, 12, 16000, 2048
@@ -92,23 +94,26 @@ def main() -> None:
   peak = matmul_peak()
 
   # Greedy decoding.
+  models = {"": lm, **{f" {s}": LanguageModel(cfg, {"params": quantize_llm(lm.params["params"], s)},
+                                               mesh=mesh) for s in ("int8", "int4")}}
   rows = {}
   for batch in (1, 8):
     prompts = [[1] + list(range(10 + i, 40 + i)) for i in range(batch)]
     new = args.new_tokens
-    jax_s = timed(lambda: lm.generate_ids(prompts, max_new_tokens=new, eos_id=None), 2)
     input_ids = torch.tensor(prompts)
     with torch.no_grad():
       torch_s = timed(lambda: hf.generate(input_ids, max_new_tokens=new, min_new_tokens=new,
                                           do_sample=False, eos_token_id=None, pad_token_id=0), 2)
-    rows[batch] = (batch * new / jax_s, batch * new / torch_s)
+    for name, model in models.items():
+      jax_s = timed(lambda: model.generate_ids(prompts, max_new_tokens=new, eos_id=None), 2)
+      rows[f"greedy decode{name}, batch {batch}"] = (batch * new / jax_s, batch * new / torch_s)
 
   print(f"\nmeasured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
   print(f"{'workload':<28}{'JAX tok/s':>12}{'PyTorch tok/s':>15}{'JAX/PyTorch':>13}")
   print(f"{'train step (fwd+bwd)':<28}{n_tokens / jax_train:>12.0f}{n_tokens / torch_train:>15.0f}"
         f"{torch_train / jax_train:>13.2f}")
-  for batch, (j, t) in rows.items():
-    print(f"{f'greedy decode, batch {batch}':<28}{j:>12.1f}{t:>15.1f}{j / t:>13.2f}")
+  for name, (j, t) in rows.items():
+    print(f"{name:<28}{j:>12.1f}{t:>15.1f}{j / t:>13.2f}")
   print(f"\ntrain step MFU (JAX): {flops / jax_train / peak:.1%}; "
         f"(PyTorch: {flops / torch_train / peak:.1%})")
 

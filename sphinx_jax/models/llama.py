@@ -27,7 +27,9 @@ def _project(module: nn.Module, name: str, spec: str, x: jax.Array, shape: tuple
   first `n_in` axes contracted; initialised by their fan in), in the compute dtype. A quantized
   weight is dequantized here (models.quantization). With LoRA on `name` (cfg.lora_rank), plus
   the low-rank path (alpha / rank) * (x A) B, where A [inputs, rank] starts random and
-  B [rank, outputs] at zero, so a fresh adapter leaves the function unchanged."""
+  B [rank, outputs] at zero, so a fresh adapter leaves the function unchanged. Adapters keep
+  float32 master weights whatever the frozen weights' dtype (they are what the optimizer
+  updates)."""
   cfg = module.cfg
   w = module.param(name, fan_in_init(axes, tuple(range(n_in))), shape, cfg.param_dtype)
   y = jnp.einsum(spec, x, quantization.weight(w, cfg.dtype))
@@ -38,9 +40,9 @@ def _project(module: nn.Module, name: str, spec: str, x: jax.Array, shape: tuple
   x_in, w_in, w_out = inputs, w_sub[:n_in], w_sub[n_in:]
   x_rest = "".join(c for c in x_in if c not in w_in)
   a = module.param(f"{name}{LORA_A}", fan_in_init(axes[:n_in] + (None,), tuple(range(n_in))),
-                   shape[:n_in] + (rank,), cfg.param_dtype)
+                   shape[:n_in] + (rank,), jnp.float32)
   b = module.param(f"{name}{LORA_B}", zeros_init((None,) + axes[n_in:]), (rank,) + shape[n_in:],
-                   cfg.param_dtype)
+                   jnp.float32)
   low = jnp.einsum(f"{x_in},{w_in}r->{x_rest}r", x, a.astype(cfg.dtype))
   delta = jnp.einsum(f"{x_rest}r,r{w_out}->{spec.split('->')[1]}", low, b.astype(cfg.dtype))
   return y + (cfg.lora_alpha / rank) * delta
