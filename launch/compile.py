@@ -1,6 +1,7 @@
 """`compile --config CONFIG[:arg] --topology NAME [--num-slices N] [--json FILE]
-[--mode train|decode] [--config.x=y ...]`: compile a config's train step for a TPU slice on this
-host (no TPU needed: the libtpu wheel of requirements-compile.txt is the compiler) and report
+[--mode train|decode [--quantize int8|int4]] [--config.x=y ...]`: compile a config's train
+step for a TPU slice on this host (no TPU needed: the libtpu wheel of requirements-compile.txt
+is the compiler) and report
 per-chip memory, whether it fits, and the step time and tokens/s/chip at 40% and 60% MFU.
 
 The step is the one `launch train` runs (mesh, rules, shardings, donation); no weights are
@@ -32,6 +33,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--batch", type=int, default=1, help="--mode decode: rows decoded together")
   parser.add_argument("--max-len", type=int, default=2048,
                       help="--mode decode: the KV cache length (a prefill of max-len - 1)")
+  parser.add_argument("--quantize", choices=("int8", "int4"), default=None,
+                      help="--mode decode: the LLM's matmul weights quantized (as `chat "
+                           "--quantize` serves them)")
   parser.add_argument("--json", default=None, metavar="FILE", help="also write the report here")
   parser.epilog = ("Overrides: --config.data.batch_size=128 --config.train.micro_batches=1 "
                    "(any field).")
@@ -42,7 +46,9 @@ def _gib(n: int) -> str:
 
 
 def summary(report: dict) -> str:
-  lines = [f"{report['mode']} step of {report['tokens_per_step']:,} tokens on {report['topology']}"
+  weights = f" ({report['quantize']} LLM)" if report.get("quantize") else ""
+  lines = [f"{report['mode']} step{weights} of {report['tokens_per_step']:,} tokens on "
+           f"{report['topology']}"
            f" ({report['chips']} chips, {report['torus']}), mesh {report['mesh']}; "
            f"compiled in {report['compile_seconds']} s"]
   if report["bytes_per_chip"] is None:
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace, overrides: list[str] = ()) -> int:
   if not isinstance(config, Experiment):
     raise UserError(f"{args.config}: a recipe; compile one of its stages' configs")
   report = compile_for(config, parse(args.topology, args.num_slices), args.mode, args.batch,
-                       args.max_len)
+                       args.max_len, args.quantize)
   print(summary(report))
   if args.json:
     write_atomic(args.json, json.dumps(report, indent=1) + "\n")

@@ -64,3 +64,17 @@ def test_a_text_only_llm_step_compiles(tmp_path):
   matmul = layers * per_layer + dim + vocab * dim  # final norm, output head
   attention = 12 * layers * dim * 4096 ** 2 * 16
   assert report["model_flops_per_step"] == pytest.approx(6 * matmul * tokens + attention)
+
+
+def test_a_quantized_decode_step_compiles_with_smaller_weights(tmp_path):
+  pytest.importorskip("libtpu")
+  args = ("--topology", "v5e-1", "--mode", "decode", "--max-len", "256")
+  plain, _ = _compile(tmp_path, *args)
+  int8, printed = _compile(tmp_path, *args, "--quantize", "int8")
+  saved = plain["bytes_per_chip"]["arguments"] - int8["bytes_per_chip"]["arguments"]
+  print(f"tiny decode on v5e-1: arguments {plain['bytes_per_chip']['arguments']} -> "
+        f"{int8['bytes_per_chip']['arguments']} bytes with an int8 LLM")
+  # the tiny LLM's matmul weights (2 layers x 49,152 + the 32,768 head) at 1 byte, not 4 (fp32);
+  # TPU layouts pad small arrays to tiles, so the saving is at least that, not exactly that
+  assert saved >= 3 * (2 * 49152 + 32768)
+  assert "(int8 LLM)" in printed

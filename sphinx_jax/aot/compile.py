@@ -18,6 +18,7 @@ from sphinx_jax.aot.topology import Slice, devices
 from sphinx_jax.configs import SphinxConfig
 from sphinx_jax.data.pipeline import batch_shapes
 from sphinx_jax.inference.sphinx_model import lower_generate
+from sphinx_jax.models import quantization
 from sphinx_jax.train import loop
 from sphinx_jax.train.config import Experiment
 from sphinx_jax.train.flops import step_flops
@@ -56,9 +57,11 @@ def _lower_train(exp: Experiment, devs: list):
   return lowered, run.mesh, flops, rows * length
 
 
-def _lower_decode(exp: Experiment, devs: list, rows: int, max_len: int):
+def _lower_decode(exp: Experiment, devs: list, rows: int, max_len: int,
+                  quantize: str | None = None):
   """Prefill of `max_len - 1` positions (the batch's images included) then one decode step,
-  in the run's compute dtype (weights stored in it too, as served)."""
+  in the run's compute dtype (weights stored in it too, as served; the LLM's matmul weights
+  quantized by `quantize`)."""
   t = exp.train
   t = dataclasses.replace(t, param_dtype=t.compute_dtype, tower_param_dtype=t.compute_dtype)
   run = loop.setup(dataclasses.replace(exp, train=t), devs)
@@ -74,8 +77,12 @@ def _lower_decode(exp: Experiment, devs: list, rows: int, max_len: int):
                                  sharding=sharding.batch_sharding(run.mesh, 1))
   key = jax.ShapeDtypeStruct((), jax.eval_shape(lambda: jax.random.key(0)).dtype,
                              sharding=sharding.replicated(run.mesh))
+  params = run.abstract.params
+  if quantize is not None:
+    params = {"params": {**params["params"],
+                         "llm": quantization.abstract_llm(params["params"]["llm"], quantize)}}
   with sharding.use_mesh(run.mesh):
-    lowered = lower_generate(run.abstract.params, _with_shardings(batch, shardings), lengths,
+    lowered = lower_generate(params, _with_shardings(batch, shardings), lengths,
                              key, cfg=run.cfg, cache_len=max_len, max_new_tokens=1)
   prefill = {**batch, "tokens": jax.ShapeDtypeStruct((rows, max_len), jnp.int32)}
   flops = step_flops(run.cfg, run.abstract.params["params"], prefill, backward=False)
@@ -96,21 +103,25 @@ def _out_of_memory(error: Exception) -> bool:
 
 
 def compile_for(exp: Experiment, tpu: Slice, mode: str = "train", batch: int = 1,
-                max_len: int = 2048) -> dict:
+                max_len: int = 2048, quantize: str | None = None) -> dict:
   """Compile `exp`'s train step (`mode='train'`) or prefill + one decode step of `batch` rows of
-  `max_len` (`mode="decode"`) for `tpu`: the report `launch compile` prints and writes."""
+  `max_len` (`mode="decode"`, the LLM quantized by `quantize`) for `tpu`: the report `launch
+  compile` prints and writes."""
+  if quantize is not None and mode != "decode":
+    raise UserError("--quantize applies to --mode decode (a quantized base trains under LoRA: "
+                    "--config.train.quantize, configs/finetune_lora.py)")
   exp = _shapes_only(exp)
   devs = devices(tpu)
   began = time.perf_counter()
   if mode == "train":
     lowered, mesh, flops, tokens = _lower_train(exp, devs)
   elif mode == "decode":
-    lowered, mesh, flops, tokens = _lower_decode(exp, devs, batch, max_len)
+    lowered, mesh, flops, tokens = _lower_decode(exp, devs, batch, max_len, quantize)
   else:
     raise UserError(f"--mode {mode!r}: train or decode")
   report = {"topology": tpu.name, "torus": tpu.topology, "num_slices": tpu.num_slices,
             "chips": tpu.chips, "mode": mode, "mesh": dict(mesh.shape),
-            "hbm_bytes_per_chip": tpu.chip.hbm_bytes,
+            "quantize": quantize, "hbm_bytes_per_chip": tpu.chip.hbm_bytes,
             "model_flops_per_step": float(flops), "tokens_per_step": int(tokens)}
   try:
     compiled = lowered.compile()
