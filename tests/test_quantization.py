@@ -31,6 +31,22 @@ def trained(tmp_path_factory) -> Path:
   return workdir / "params_step40"
 
 
+@pytest.fixture(scope="module")
+def sphinxes(trained) -> dict:
+  """The trained model loaded float, int8 and int4."""
+  return {scheme: Sphinx.from_pretrained(trained, quantize=scheme)
+          for scheme in (None, "int8", "int4")}
+
+
+@pytest.fixture(scope="module")
+def int4_conversion(release, tmp_path_factory) -> Path:
+  """The tiny release converted with --quantize int4."""
+  dst = tmp_path_factory.mktemp("int4") / "int4"
+  assert main(["convert", "accessory", "--src", str(release[1]), "--dst", str(dst),
+               "--view-plan", "tiny_1k", "--quantize", "int4"]) == 0
+  return dst
+
+
 def _agreement(name: str, ref: np.ndarray, out: np.ndarray) -> float:
   """Top-1 agreement over positions, printed with the max abs logit error and mean KL."""
   log_p = jax.nn.log_softmax(ref)
@@ -41,8 +57,8 @@ def _agreement(name: str, ref: np.ndarray, out: np.ndarray) -> float:
   return top1
 
 
-def test_int8_decodes_as_float_and_int4_agrees_on_the_tiny_sphinx(trained):
-  model = Sphinx.from_pretrained(trained)
+def test_int8_decodes_as_float_and_int4_agrees_on_the_tiny_sphinx(sphinxes):
+  model = sphinxes[None]
   pixels = model.preprocess(read_image_file(IMAGES / "red_circle.png"))
   ids = model.tokenizer.encode(conversation_prompt([("What is in the image?", None)]), bos=True)
   greedy = model.generate_ids(pixels, ids, 16, eos_id=None)
@@ -50,7 +66,7 @@ def test_int8_decodes_as_float_and_int4_agrees_on_the_tiny_sphinx(trained):
   teacher_forced = slice(len(ids) - 1, len(ids) + 63)  # the 64 positions after the prompt
   reference = model.logits(pixels, sequence)[teacher_forced]
   for scheme in ("int8", "int4"):
-    quantized = Sphinx.from_pretrained(trained, quantize=scheme)
+    quantized = sphinxes[scheme]
     top1 = _agreement(f"SPHINX {scheme}", reference,
                       quantized.logits(pixels, sequence)[teacher_forced])
     if scheme == "int8":
@@ -75,13 +91,12 @@ def test_int8_decodes_as_float_and_int4_agrees_on_a_2_layer_llama(trained):
     assert top1 >= 0.9
 
 
-def test_the_llm_shrinks_the_towers_do_not_and_loading_streams_the_same_weights(trained):
-  model = Sphinx.from_pretrained(trained)
-  params = model.params["params"]
+def test_the_llm_shrinks_the_towers_do_not_and_loading_streams_the_same_weights(sphinxes):
+  params = sphinxes[None].params["params"]
   matmuls = lambda llm: {"layers": llm["layers"], "output": llm["output"]}  # noqa: E731
   float_bytes = quantization.nbytes(matmuls(params["llm"]))
   for scheme, bound in (("int8", 0.27), ("int4", 0.16)):
-    loaded = Sphinx.from_pretrained(trained, quantize=scheme).params["params"]
+    loaded = sphinxes[scheme].params["params"]
     in_memory = quantization.quantize_llm(params["llm"], scheme)  # the same, all at once
     for a, b in zip(jax.tree.leaves(loaded["llm"]), jax.tree.leaves(in_memory)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -95,15 +110,12 @@ def test_the_llm_shrinks_the_towers_do_not_and_loading_streams_the_same_weights(
       assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_a_quantized_conversion_loads_directly_and_refuses_another_scheme(release, tmp_path,
+def test_a_quantized_conversion_loads_directly_and_refuses_another_scheme(release, int4_conversion,
                                                                           capsys):
-  _, src, float_ckpt = release
-  dst = tmp_path / "int4"
-  assert main(["convert", "accessory", "--src", str(src), "--dst", str(dst), "--view-plan",
-               "tiny_1k", "--quantize", "int4"]) == 0
+  dst = int4_conversion
   assert json.loads((dst / "config.json").read_text())["quantization"] == "int4"
   direct = Sphinx.from_pretrained(dst)
-  at_load = Sphinx.from_pretrained(float_ckpt, quantize="int4")
+  at_load = Sphinx.from_pretrained(release[2], quantize="int4")
   assert quantization.scheme_of(direct.params) == "int4"
   for a, b in zip(jax.tree.leaves(direct.params), jax.tree.leaves(at_load.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -117,14 +129,10 @@ def test_a_quantized_conversion_loads_directly_and_refuses_another_scheme(releas
   assert err.count("\n") == 1 and str(dst) in err and "int4" in err, err
 
 
-def test_a_truncated_quantized_checkpoint_is_a_one_line_error_naming_it(release, tmp_path,
-                                                                       capsys):
-  dst = tmp_path / "int8"
-  assert main(["convert", "accessory", "--src", str(release[1]), "--dst", str(dst),
-               "--view-plan", "tiny_1k", "--quantize", "int8"]) == 0
-  capsys.readouterr()
+def test_a_truncated_quantized_checkpoint_is_a_one_line_error_naming_it(int4_conversion,
+                                                                       tmp_path, capsys):
   broken = tmp_path / "broken"
-  shutil.copytree(dst, broken)
+  shutil.copytree(int4_conversion, broken)
   largest = max((f for f in (broken / "params").rglob("*") if f.is_file()),
                 key=lambda f: f.stat().st_size)
   largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
