@@ -59,9 +59,14 @@ def test_streaming_yields_the_generated_tokens(model):
   assert streamed == generated
 
 
-def test_chat_answers_text(model):
-  answer = model.chat(_image(3), "What is in the image?", max_new_tokens=6)
-  assert isinstance(answer, str)
+def test_a_batch_of_chat_turns_answers_as_each_turn_alone(model):
+  images = [_image(3), None, _image(4)]
+  questions = ["What is in the image?", "Say something.", "Describe the picture in detail."]
+  histories = [(), (("Hi", "Hello."),), ()]
+  alone = [model.chat(*turn, max_new_tokens=6) for turn in zip(images, questions, histories)]
+  print("answers:", alone)
+  assert model.chat_batch(images, questions, histories, max_new_tokens=6) == alone
+  assert len(set(alone)) > 1  # different turns, different answers: not one row copied
 
 
 @pytest.mark.parametrize("name,tokens", [("sphinx", 291), ("sphinx_1k", 1455),

@@ -182,18 +182,50 @@ class Sphinx:
     have 512 positions in all). A prompt leaving no room, or an explicit budget larger than the
     room, is a ContextFull error.
     """
-    tokens, image_mask = self._chat_layout(image is not None, question, history)
-    room = self._room(tokens)
+    turn = self._turn(image, question, history)
+    room = self._room(turn.tokens)
     max_new_tokens = min(CHAT_NEW_TOKENS, room) if max_new_tokens is None else max_new_tokens
     if max_new_tokens < 1:
       raise UserError(f"max_new_tokens {max_new_tokens}: must be at least 1")
     stream = None if on_text is None else _TextStream(self.tokenizer, on_text)
-    stops = (stop_ids(self.tokenizer),)
-    images = None if image is None else {k: v[None] for k, v in self.preprocess(image).items()}
-    turn = Prompt(tokens, image_mask, images)
     out = self.generate(self.batch([turn]), max_new_tokens, sampling=Sampling(temperature, top_p),
-                        seed=seed, eos_id=self.tokenizer.eos_id, stops=stops, on_token=stream)
-    new = trim(out[0], self.tokenizer.eos_id, stops)
+                        seed=seed, eos_id=self.tokenizer.eos_id, stops=self._stops,
+                        on_token=stream)
+    return self._answer(out[0])
+
+  def chat_batch(self, images: Sequence[Image.Image | None], questions: Sequence[str],
+                 histories: Sequence[Sequence[tuple[str, str]]] | None = None, *,
+                 max_new_tokens: int | None = None, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0) -> list[str]:
+    """`chat` for several independent turns decoded together in one batched generate (rows
+    of different lengths; greedy answers equal `chat`'s). The budget is shared: by default
+    CHAT_NEW_TOKENS or what the fullest prompt's context leaves."""
+    histories = [()] * len(questions) if histories is None else histories
+    if not len(questions) == len(images) == len(histories):
+      raise UserError(f"{len(images)} images, {len(questions)} questions and {len(histories)} "
+                       "histories: one of each per turn")
+    turns = [self._turn(*t) for t in zip(images, questions, histories)]
+    room = min(self._room(t.tokens) for t in turns)
+    max_new_tokens = min(CHAT_NEW_TOKENS, room) if max_new_tokens is None else max_new_tokens
+    if max_new_tokens < 1:
+      raise UserError(f"max_new_tokens {max_new_tokens}: must be at least 1")
+    out = self.generate(self.batch(turns), max_new_tokens, sampling=Sampling(temperature, top_p),
+                        seed=seed, eos_id=self.tokenizer.eos_id, stops=self._stops)
+    return [self._answer(row) for row in out[:len(turns)]]
+
+  def _turn(self, image: Image.Image | None, question: str,
+            history: Sequence[tuple[str, str]]) -> Prompt:
+    tokens, image_mask = self._chat_layout(image is not None, question, history)
+    images = None if image is None else {k: v[None] for k, v in self.preprocess(image).items()}
+    return Prompt(tokens, image_mask, images)
+
+  @property
+  def _stops(self) -> tuple[tuple[int, ...], ...]:
+    return (stop_ids(self.tokenizer),)
+
+  def _answer(self, row: np.ndarray) -> str:
+    """An answer's text: cut at EOS or the separator, stripped."""
+    new = trim(row, self.tokenizer.eos_id, self._stops)
     return self.tokenizer.decode(new).split(STOP)[0].strip()
 
   def chat_room(self, image: Image.Image | None, question: str,
