@@ -260,17 +260,32 @@ def _quantized_group(restored: dict, disk_abstract: dict, scheme: str) -> dict:
   """Restored float arrays with the LLM's matmul weights quantized into the (plain) layout and
   shardings of `disk_abstract`; each float array is freed as soon as it is quantized."""
   def one(path, x):
-    keys = tuple(checksums.keystr((k,)) for k in path)
-    found = keys[0] == LLM_KEY and quantization.target(keys[1:])
+    found = _llm_target(path)
     if not found:
       return x
-    want = functools.reduce(dict.__getitem__, keys, disk_abstract)
-    shardings = {k: v.sharding for k, v in want.items()}
-    out = jax.jit(lambda w: _plain(quantization.quantize(w, found[0], scheme, found[1])),
-                  out_shardings=shardings)(x)
+    want = functools.reduce(dict.__getitem__, _keys(path), disk_abstract)
+    out = _quantizer(*found, scheme, want["qvalue"].sharding, want["scale"].sharding)(x)
     x.delete()
     return out
   return jax.tree_util.tree_map_with_path(one, restored)
+
+
+@functools.cache
+def _quantizer(contraction: tuple[int, ...], stacked: bool, scheme: str, value_sharding,
+               scale_sharding):
+  """One compiled quantization per kind of weight (not one per array)."""
+  return jax.jit(lambda w: _plain(quantization.quantize(w, contraction, scheme, stacked)),
+                 out_shardings={"qvalue": value_sharding, "scale": scale_sharding})
+
+
+def _keys(path) -> tuple[str, ...]:
+  return tuple(checksums.keystr((k,)) for k in path)
+
+
+def _llm_target(path):
+  """models.quantization.target of a params path, for the LLM's weights only."""
+  keys = _keys(path)
+  return keys[0] == LLM_KEY and quantization.target(keys[1:])
 
 
 def _plain(tree):
@@ -300,8 +315,7 @@ def quantized_parts(parts: Iterable[dict], scheme: str | None) -> Iterator[dict]
       continue
 
     def one(path, x):
-      keys = tuple(checksums.keystr((k,)) for k in path)
-      found = keys[0] == LLM_KEY and quantization.target(keys[1:])
+      found = _llm_target(path)
       if not found:
         return x
       q = quantization.quantize(jax.device_put(x, _host_device()), found[0], scheme, found[1])
