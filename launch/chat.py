@@ -24,9 +24,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="a params directory: written by `launch convert` or `launch mix`, or "
                            "by training (WORKDIR/<stage>/params_stepN; the default's final model "
                            "is runs/default/final_model)")
-  parser.add_argument("--quantize", choices=("int8", "int4"), default=None,
+  parser.add_argument("--quantize", choices=("int8", "int4", "nf4"), default=None,
                       help="load the LLM's matmul weights quantized (int8: per output channel; "
-                           "int4: groups of 128), the towers at full precision; a checkpoint "
+                           "int4 / nf4: groups of 128), the towers at full precision; a checkpoint "
                            "converted with --quantize loads quantized without it")
   parser.add_argument("--image", type=Path, default=None,
                       help="image file (any PIL format; at most $SPHINX_MAX_IMAGE_PIXELS pixels, "

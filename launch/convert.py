@@ -19,9 +19,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="parameter dtype to store (default: the source's)")
   parser.add_argument("--tokenizer", type=Path, default=None,
                       help="tokenizer.model (default: found in --src or its parent)")
-  parser.add_argument("--quantize", choices=("int8", "int4"), default=None,
+  parser.add_argument("--quantize", choices=("int8", "int4", "nf4"), default=None,
                       help="store the LLM's matmul weights quantized (int8: per output channel; "
-                           "int4: groups of 128 inputs); towers, mixer, norms and embeddings "
+                           "int4 / nf4: groups of 128 inputs, nf4 on QLoRA's NormalFloat levels); "
+                           "towers, mixer, norms and embeddings "
                            "stay at --dtype. Loads directly, no float copy")
   parser.add_argument("--view-plan", default=None,
                       help="accessory only: override the variant's view plan (e.g. tiny_1k for "

@@ -37,9 +37,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", type=Path, required=True,
                       help="a params directory: written by `launch convert` or `launch mix`, or "
                            "by training (WORKDIR/<stage>/params_stepN)")
-  parser.add_argument("--quantize", choices=("int8", "int4"), default=None,
+  parser.add_argument("--quantize", choices=("int8", "int4", "nf4"), default=None,
                       help="load the LLM's matmul weights quantized (int8: per output channel; "
-                           "int4: groups of 128), the towers at full precision; a checkpoint "
+                           "int4 / nf4: groups of 128), the towers at full precision; a checkpoint "
                            "converted with --quantize loads quantized without it")
   parser.add_argument("--benchmark", required=True, choices=_Names(), metavar="NAME",
                       help="one of: %(choices)s")

@@ -35,7 +35,7 @@ def trained(tmp_path_factory) -> Path:
 def sphinxes(trained) -> dict:
   """The trained model loaded float, int8 and int4."""
   return {scheme: Sphinx.from_pretrained(trained, quantize=scheme)
-          for scheme in (None, "int8", "int4")}
+          for scheme in (None, "int8", "int4", "nf4")}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_int8_decodes_as_float_and_int4_agrees_on_the_tiny_sphinx(sphinxes):
   sequence = ids + model.generate_ids(pixels, ids, 64, eos_id=None)
   teacher_forced = slice(len(ids) - 1, len(ids) + 63)  # the 64 positions after the prompt
   reference = model.logits(pixels, sequence)[teacher_forced]
-  for scheme in ("int8", "int4"):
+  for scheme in ("int8", "int4", "nf4"):
     quantized = sphinxes[scheme]
     top1 = _agreement(f"SPHINX {scheme}", reference,
                       quantized.logits(pixels, sequence)[teacher_forced])
@@ -83,7 +83,7 @@ def test_int8_decodes_as_float_and_int4_agrees_on_a_2_layer_llama(trained):
   teacher_forced = slice(len(ids) - 1, len(ids) + 63)
   reference = model.logits(sequence)[teacher_forced]
   assert model.config.n_layers == 2
-  for scheme in ("int8", "int4"):
+  for scheme in ("int8", "int4", "nf4"):
     quantized = LanguageModel.from_pretrained(trained, quantize=scheme)
     top1 = _agreement(f"LLaMA {scheme}", reference, quantized.logits(sequence)[teacher_forced])
     if scheme == "int8":
@@ -95,7 +95,7 @@ def test_the_llm_shrinks_the_towers_do_not_and_loading_streams_the_same_weights(
   params = sphinxes[None].params["params"]
   matmuls = lambda llm: {"layers": llm["layers"], "output": llm["output"]}  # noqa: E731
   float_bytes = quantization.nbytes(matmuls(params["llm"]))
-  for scheme, bound in (("int8", 0.27), ("int4", 0.16)):
+  for scheme, bound in (("int8", 0.27), ("int4", 0.16), ("nf4", 0.16)):
     loaded = sphinxes[scheme].params["params"]
     in_memory = quantization.quantize_llm(params["llm"], scheme)  # the same, all at once
     for a, b in zip(jax.tree.leaves(loaded["llm"]), jax.tree.leaves(in_memory)):
@@ -119,14 +119,24 @@ def test_a_quantized_conversion_loads_directly_and_refuses_another_scheme(releas
   assert quantization.scheme_of(direct.params) == "int4"
   for a, b in zip(jax.tree.leaves(direct.params), jax.tree.leaves(at_load.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  stored = sum(f.stat().st_size for f in (dst / "params").rglob("*") if f.is_file())
-  print(f"int4 checkpoint on disk: {stored / 1e3:.0f} kB")
 
   with pytest.raises(params_io.CheckpointError, match=f"{dst}: holds int4 weights, not int8"):
     Sphinx.from_pretrained(dst, quantize="int8")
   assert main(["chat", "--checkpoint", str(dst), "--quantize", "int8", "--prompt", "hi"]) == 1
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and str(dst) in err and "int4" in err, err
+
+
+def test_an_nf4_conversion_stores_its_codes_and_loads_them_back(release, tmp_path):
+  dst = tmp_path / "nf4"
+  assert main(["convert", "accessory", "--src", str(release[1]), "--dst", str(dst),
+               "--view-plan", "tiny_1k", "--quantize", "nf4"]) == 0
+  direct = Sphinx.from_pretrained(dst)  # uint4 codes stored as uint8, cast back
+  at_load = Sphinx.from_pretrained(release[2], quantize="nf4")
+  assert quantization.scheme_of(direct.params) == "nf4"
+  for a, b in zip(jax.tree.leaves(direct.params), jax.tree.leaves(at_load.params)):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_a_truncated_quantized_checkpoint_is_a_one_line_error_naming_it(int4_conversion,

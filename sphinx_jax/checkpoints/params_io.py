@@ -88,6 +88,7 @@ def write_into(directory: Path, parts: Iterable[dict], config: dict,
   files of their own before the directory is renamed into place."""
   sums: dict[str, str] = {}
   for part in parts:
+    part = jax.tree.map(_storable, part)
     sums.update(checksums.of_tree(part))
     ocp_partial.save(directory / PARAMS_DIR, part)
   ocp_partial.finalize(directory / PARAMS_DIR)
@@ -96,6 +97,11 @@ def write_into(directory: Path, parts: Iterable[dict], config: dict,
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
       shutil.copyfile(tokenizer, directory / TOKENIZER_FILE)
+
+
+def _storable(x):
+  """uint4 (nf4 codes) has no TensorStore dtype: stored as uint8, cast back on load."""
+  return x.astype(np.uint8) if x.dtype == jax.numpy.uint4 else x
 
 
 def disk_parts(params: dict) -> Iterator[dict]:

@@ -7,8 +7,9 @@ tree like any other: the model dequantizes it to the compute dtype right where i
 (`weight`), inside the scanned layer, so only one layer's float weights exist at a time.
 
 Schemes: 'int8', one scale per output channel (the contraction axes share it); 'int4', one scale
-per group of `INT4_GROUP` consecutive inputs along the last contraction axis. Scales keep the
-weight's float dtype. A scanned stack quantizes each layer on its own (the layer axis is a
+per group of `INT4_GROUP` consecutive inputs along the last contraction axis; 'nf4', grouped as
+int4 but on QLoRA's 4-bit NormalFloat grid (the reference's bitsandbytes choice), whose levels
+follow normally distributed weights. Scales keep the weight's float dtype. A scanned stack quantizes each layer on its own (the layer axis is a
 channel axis), so quantizing a stack equals stacking quantized layers, which is what loading
 layer by layer does (checkpoints.params_io).
 """
@@ -23,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from sphinx_jax.util.errors import UserError
 
-SCHEMES = ("int8", "int4")
+SCHEMES = ("int8", "int4", "nf4")
 INT4_GROUP = 128
 # A projection's contraction axes in its per-layer shape (wo is [heads, head_dim, dim]).
 CONTRACTION = {"wq": (0,), "wk": (0,), "wv": (0,), "wo": (0, 1), "w1": (0,), "w3": (0,),
@@ -50,7 +51,7 @@ def target(path: tuple[str, ...]) -> tuple[tuple[int, ...], bool] | None:
 
 def _how(shape: tuple[int, ...], contraction: tuple[int, ...], scheme: str):
   """(channelwise axes, tiled axes) of a weight: int8 reduces over the contraction axes; int4
-  tiles the last contraction axis into groups and keeps every other axis per channel."""
+  and nf4 tile the last contraction axis into groups and keep every other axis per channel."""
   if scheme == "int8":
     return tuple(a for a in range(len(shape)) if a not in contraction), {}
   tiled = contraction[-1]
@@ -65,7 +66,8 @@ def quantize(w: jax.Array, contraction: tuple[int, ...], scheme: str,
   if stacked:
     contraction = tuple(a + 1 for a in contraction)
   channels, tiles = _how(w.shape, contraction, scheme)
-  return qwix.quantize(w, getattr(jnp, scheme), channelwise_axes=channels, tiled_axes=tiles)
+  qtype = "nf4" if scheme == "nf4" else getattr(jnp, scheme)
+  return qwix.quantize(w, qtype, channelwise_axes=channels, tiled_axes=tiles)
 
 
 def quantize_llm(llm: dict, scheme: str) -> dict:
@@ -122,7 +124,7 @@ def scheme_of(tree) -> str | None:
   """The scheme of the quantized weights in `tree`, or None if it holds none."""
   for leaf in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, QArray)):
     if isinstance(leaf, QArray):
-      return jnp.dtype(leaf.qtype).name
+      return leaf.qtype if isinstance(leaf.qtype, str) else jnp.dtype(leaf.qtype).name
   return None
 
 

@@ -38,7 +38,8 @@ class TrainConfig:
   lora_rank: int = 0
   lora_alpha: float = 16.0
   lora_targets: tuple[str, ...] = LORA_TARGETS
-  # QLoRA: the frozen base's matmul weights quantized ('int8' | 'int4'; models.quantization).
+  # QLoRA: the frozen base's matmul weights quantized ('int8' | 'int4' | 'nf4';
+  # models.quantization).
   quantize: str | None = None
   steps: int = 100
   micro_batches: int = 1  # gradient accumulation: the batch is split into this many steps
