@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+from flax import traverse_util
 import jax.numpy as jnp
 
 from sphinx_jax.configs import LlamaConfig, SphinxConfig
@@ -58,8 +59,8 @@ def lora_finetune(cfg: SphinxConfig, rank: int, targets: tuple[str, ...],
   frozen = abstract_params(cfg, "bfloat16", quantize)
   adapted = cfg.replace(llm=cfg.llm.replace(lora_rank=rank, lora_targets=targets))
   with_adapters = abstract_params(adapted, "float32")["llm"]
-  adapters = sum(quantization.nbytes(v) for path, v in _flat(with_adapters)
-                 if is_adapter(path[-1]))
+  adapters = sum(quantization.nbytes(v) for path, v in
+                 traverse_util.flatten_dict(with_adapters).items() if is_adapter(path[-1]))
   base = quantization.nbytes(frozen)
   return {"frozen_model": base, "adapters": adapters, "adapter_grads": adapters,
           "adam_moments": 2 * adapters, "total": base + 4 * adapters}
@@ -69,10 +70,3 @@ def fits(total: int) -> list[int]:
   """The GPU sizes (GiB) that hold `total` bytes within USABLE of their memory."""
   return [g for g in GPU_GIB if total <= USABLE * g * 2 ** 30]
 
-
-def _flat(tree, path=()):
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      yield from _flat(v, path + (k,))
-    else:
-      yield path + (k,), v

@@ -39,7 +39,7 @@ class LanguageModel:
                       mesh: jax.sharding.Mesh | None = None) -> "LanguageModel":
     """Load the `llm` of a checkpoint (from `launch convert` or training), sharded on `mesh`
     (default: all devices on the fsdp axis). `dtype` overrides param and compute dtypes.
-    `quantize` ('int8' | 'int4'): the matmul weights quantized as they load (a quantized
+    `quantize` ('int8' | 'int4' | 'nf4'): the matmul weights quantized as they load (a quantized
     checkpoint loads quantized without it; models.quantization)."""
     config = params_io.read_config(ckpt_dir)
     if "llm" not in config:

@@ -61,8 +61,8 @@ class Sphinx:
                       mesh: jax.sharding.Mesh | None = None) -> "Sphinx":
     """Load a checkpoint written by `launch convert accessory` or by training, sharded on `mesh`
     (default: all devices on the fsdp axis). `dtype` overrides the LLM's param/compute dtypes.
-    `quantize` ('int8' | 'int4'): the LLM's matmul weights quantized as they load, the towers
-    untouched (a quantized checkpoint loads quantized without it; models.quantization)."""
+    `quantize` ('int8' | 'int4' | 'nf4'): the LLM's matmul weights quantized as they load, the
+    towers untouched (a quantized checkpoint loads quantized without it; models.quantization)."""
     config = params_io.read_config(ckpt_dir)
     if config.get("model") != "sphinx":
       raise params_io.CheckpointError(

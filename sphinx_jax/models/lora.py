@@ -33,13 +33,13 @@ def merged(llm: dict, cfg: LlamaConfig) -> dict:
     for name, value in module.items():
       if isinstance(value, dict):
         out[name] = merge(value)
+      elif f"{name}{LORA_A}" in module:
+        a, b = module[f"{name}{LORA_A}"], module[f"{name}{LORA_B}"]
+        delta = jax.vmap(lambda a, b: jnp.tensordot(a, b, axes=1))(
+            a.astype(jnp.float32), b.astype(jnp.float32))
+        out[name] = (weight(value, jnp.float32) + scale * delta).astype(cfg.param_dtype)
       elif not is_adapter(name):
         out[name] = weight(value, cfg.param_dtype) if isinstance(value, QArray) else value
-        if f"{name}{LORA_A}" in module:
-          a, b = module[f"{name}{LORA_A}"], module[f"{name}{LORA_B}"]
-          delta = jax.vmap(lambda a, b: jnp.tensordot(a, b, axes=1))(
-              a.astype(jnp.float32), b.astype(jnp.float32))
-          out[name] = (weight(value, jnp.float32) + scale * delta).astype(cfg.param_dtype)
     return out
 
   return jax.jit(merge)(llm)

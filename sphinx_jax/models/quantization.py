@@ -9,9 +9,9 @@ tree like any other: the model dequantizes it to the compute dtype right where i
 Schemes: 'int8', one scale per output channel (the contraction axes share it); 'int4', one scale
 per group of `INT4_GROUP` consecutive inputs along the last contraction axis; 'nf4', grouped as
 int4 but on QLoRA's 4-bit NormalFloat grid (the reference's bitsandbytes choice), whose levels
-follow normally distributed weights. Scales keep the weight's float dtype. A scanned stack quantizes each layer on its own (the layer axis is a
-channel axis), so quantizing a stack equals stacking quantized layers, which is what loading
-layer by layer does (checkpoints.params_io).
+follow normally distributed weights. Scales keep the weight's float dtype. A scanned stack
+quantizes each layer on its own (the layer axis is a channel axis), so quantizing a stack equals
+stacking quantized layers, which is what loading layer by layer does (checkpoints.params_io).
 """
 from __future__ import annotations
 
