@@ -82,16 +82,21 @@ def prompt(text: str, n_images: int, tok: Tokenizer,
            tokens_per_image: int) -> tuple[np.ndarray, np.ndarray]:
   """tokens (0 at image slots) and image_mask of a prompt to continue. One image sits right
   after BOS, the text encoded whole as the reference's inference does; several sit at their
-  IMAGE markers in `text`, laid out as in training (`lay_out`)."""
+  IMAGE markers in `text`, or, with no marker, together right after BOS as one media of frames
+  (MIMIC-IT's several images or video frames, as `example.dialog` lays them out in training)."""
   markers = text.count(IMAGE)
   if n_images <= 1 and markers:
     raise UserError(f"{markers} {IMAGE} markers in a prompt with {n_images} image(s): only "
                      "several images are placed by markers")
-  if n_images > 1 and markers != n_images:
-    raise UserError(f"{markers} {IMAGE} markers for {n_images} images")
+  if n_images > 1 and markers not in (0, n_images):
+    raise UserError(f"{markers} {IMAGE} markers for {n_images} images (one per image, or none: "
+                     "all of them right after BOS)")
   if n_images == 1:
     return image_after_bos(tok.encode(text, bos=True), tokens_per_image)
-  ids, image = lay_out(text, [1] * n_images, tok, tokens_per_image)
+  if n_images > 1 and not markers:
+    ids, image = lay_out(IMAGE + text, [n_images], tok, tokens_per_image)
+  else:
+    ids, image = lay_out(text, [1] * n_images, tok, tokens_per_image)
   return np.maximum(np.asarray(ids, np.int32), 0), np.asarray(image, bool)
 
 

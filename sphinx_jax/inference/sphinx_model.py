@@ -23,7 +23,7 @@ from sphinx_jax.data import image as image_ops
 from sphinx_jax.data.sample import image_after_bos, prompt, tiled
 from sphinx_jax.data.templates import STOP, conversation_prompt
 from sphinx_jax.data.tokenizer import Tokenizer
-from sphinx_jax.inference.generate import generate, streaming, trim
+from sphinx_jax.inference.generate import DONE, generate, streaming, trim
 from sphinx_jax.inference.language_model import eos_of, load_sharded
 from sphinx_jax.inference.sampling import Sampling
 from sphinx_jax.models import batch as batches
@@ -35,6 +35,7 @@ from sphinx_jax.models.vision.resize import DEFAULT_ARITHMETIC
 from sphinx_jax.util.errors import UserError
 
 CHAT_NEW_TOKENS = 512  # an answer's budget when none is given (or what the context leaves)
+Media = Image.Image | Sequence[Image.Image] | None  # a chat turn's images (several: frames)
 
 
 class ContextFull(UserError):
@@ -127,25 +128,34 @@ class Sphinx:
       out = _encode(self.params, sharding.put_batch(padded, self.mesh), cfg=self.config)
       return np.asarray(multihost_utils.process_allgather(out, tiled=True)[:n], np.float32)
 
-  def generate(self, batch: dict, max_new_tokens: int, *, sampling: Sampling = Sampling(),
-               seed: int = 0, eos_id: int | None = None,
+  def generate(self, batch: dict, max_new_tokens: int | Sequence[int], *,
+               sampling: Sampling = Sampling(), seed: int = 0, eos_id: int | None = None,
                stops: tuple[tuple[int, ...], ...] = (),
-               on_token: Callable[[int], None] | None = None) -> np.ndarray:
-    """New tokens [B, max_new_tokens] after each row of a host prompt batch (DONE after a row
-    stopped; `inference.generate.trim` cuts a row). `on_token` streams row 0's tokens."""
+               on_token: Callable[[int], None] | None = None,
+               on_tokens: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+    """New tokens [B, max(max_new_tokens)] after each row of a host prompt batch (DONE after a
+    row stopped or spent its budget; `inference.generate.trim` cuts a row). `max_new_tokens`:
+    one budget for every row, or one per prompt row. `on_token` streams row 0's tokens,
+    `on_tokens` every row's ([B], DONE where a row is over)."""
     lengths = batches.lengths(batch)
-    if int(lengths.max()) + max_new_tokens > self.config.llm.max_seq_len:
-      raise ContextFull(f"prompt ({int(lengths.max())} positions with image) + max_new_tokens "
-                        f"({max_new_tokens}) exceeds max_seq_len {self.config.llm.max_seq_len}")
+    budgets = np.broadcast_to(np.asarray(max_new_tokens, np.int32), lengths.shape).copy() \
+        if np.ndim(max_new_tokens) == 0 else _row_budgets(max_new_tokens, len(lengths))
+    if int((lengths + budgets).max()) > self.config.llm.max_seq_len:
+      row = int(np.argmax(lengths + budgets))
+      raise ContextFull(f"prompt ({int(lengths[row])} positions with image) + max_new_tokens "
+                        f"({int(budgets[row])}) exceeds max_seq_len {self.config.llm.max_seq_len}")
+    steps = int(budgets.max())
     inputs = {k: batch[k] for k in ("tokens", "image_mask", "images") if k in batch}
-    sink = (lambda tokens: None) if on_token is None else _first_row(on_token)
+    sink = _within(budgets, on_tokens or (None if on_token is None else _first_row(on_token)))
     with sharding.use_mesh(self.mesh), streaming(sink):
       out = _generate(self.params, sharding.put_batch(inputs, self.mesh),
                       sharding.put_batch(lengths, self.mesh), jax.random.key(seed),
-                      cfg=self.config, cache_len=batch["tokens"].shape[1] + max_new_tokens,
-                      max_new_tokens=max_new_tokens, sampling=sampling, eos_id=eos_id,
-                      stops=stops, stream=on_token is not None)
-      return multihost_utils.process_allgather(out, tiled=True)
+                      cfg=self.config, cache_len=batch["tokens"].shape[1] + steps,
+                      max_new_tokens=steps, sampling=sampling, eos_id=eos_id,
+                      stops=stops, stream=sink is not None)
+      out = np.array(multihost_utils.process_allgather(out, tiled=True))
+    out[np.arange(steps)[None, :] >= budgets[:, None]] = DONE
+    return out
 
   def logits(self, pixels: dict | None, token_ids: Sequence[int]) -> np.ndarray:
     """float32 [len(token_ids), vocab]: row i is the distribution of token i+1. With an image,
@@ -172,52 +182,54 @@ class Sphinx:
                         stops=stops, on_token=on_token)
     return trim(out[0], eos_id, stops)
 
-  def chat(self, image: Image.Image | None, question: str,
-           history: Sequence[tuple[str, str]] = (), *, max_new_tokens: int | None = None,
-           temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
-           on_text: Callable[[str], None] | None = None) -> str:
+  def chat(self, image: Media, question: str, history: Sequence[tuple[str, str]] = (), *,
+           max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0,
+           seed: int = 0, on_text: Callable[[str], None] | None = None) -> str:
     """Answer `question` about `image` in the conv_v1_2 template, after `history` turns.
 
-    `max_new_tokens` None: CHAT_NEW_TOKENS, or what the context leaves if less (small models
-    have 512 positions in all). A prompt leaving no room, or an explicit budget larger than the
-    room, is a ContextFull error.
+    `image`: one PIL image, several (one media of frames right after BOS, as MIMIC-IT's
+    several images or video frames), or None. `max_new_tokens` None: CHAT_NEW_TOKENS, or what
+    the context leaves if less (small models have 512 positions in all). A prompt leaving no
+    room, or an explicit budget larger than the room, is a ContextFull error.
     """
-    turn = self._turn(image, question, history)
-    room = self._room(turn.tokens)
-    max_new_tokens = min(CHAT_NEW_TOKENS, room) if max_new_tokens is None else max_new_tokens
-    if max_new_tokens < 1:
-      raise UserError(f"max_new_tokens {max_new_tokens}: must be at least 1")
-    stream = None if on_text is None else _TextStream(self.tokenizer, on_text)
-    out = self.generate(self.batch([turn]), max_new_tokens, sampling=Sampling(temperature, top_p),
-                        seed=seed, eos_id=self.tokenizer.eos_id, stops=self._stops,
-                        on_token=stream)
-    return self._answer(out[0])
+    stream = None if on_text is None else (lambda row, piece: on_text(piece))
+    return self.chat_batch([image], [question], [history], max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, seed=seed, on_text=stream)[0]
 
-  def chat_batch(self, images: Sequence[Image.Image | None], questions: Sequence[str],
+  def chat_batch(self, images: Sequence[Media], questions: Sequence[str],
                  histories: Sequence[Sequence[tuple[str, str]]] | None = None, *,
-                 max_new_tokens: int | None = None, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int = 0) -> list[str]:
+                 max_new_tokens: int | Sequence[int | None] | None = None,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                 on_text: Callable[[int, str], None] | None = None) -> list[str]:
     """`chat` for several independent turns decoded together in one batched generate (rows
-    of different lengths; greedy answers equal `chat`'s). The budget is shared: by default
-    CHAT_NEW_TOKENS or what the fullest prompt's context leaves."""
+    of different lengths; greedy answers equal `chat`'s). `max_new_tokens`: one budget for
+    all, or one per turn (None: CHAT_NEW_TOKENS or what that turn's context leaves).
+    `on_text(i, piece)` streams each turn's new text."""
     histories = [()] * len(questions) if histories is None else histories
     if not len(questions) == len(images) == len(histories):
       raise UserError(f"{len(images)} images, {len(questions)} questions and {len(histories)} "
                        "histories: one of each per turn")
     turns = [self._turn(*t) for t in zip(images, questions, histories)]
-    room = min(self._room(t.tokens) for t in turns)
-    max_new_tokens = min(CHAT_NEW_TOKENS, room) if max_new_tokens is None else max_new_tokens
-    if max_new_tokens < 1:
-      raise UserError(f"max_new_tokens {max_new_tokens}: must be at least 1")
-    out = self.generate(self.batch(turns), max_new_tokens, sampling=Sampling(temperature, top_p),
-                        seed=seed, eos_id=self.tokenizer.eos_id, stops=self._stops)
+    asked = (max_new_tokens if isinstance(max_new_tokens, Sequence)
+             else [max_new_tokens] * len(turns))
+    budgets = [min(CHAT_NEW_TOKENS, self._room(t.tokens)) if b is None else b
+               for t, b in zip(turns, asked, strict=True)]
+    if min(budgets) < 1:
+      raise UserError(f"max_new_tokens {min(budgets)}: must be at least 1")
+    streams = None if on_text is None else [
+        _TextStream(self.tokenizer, functools.partial(on_text, i)) for i in range(len(turns))]
+    out = self.generate(self.batch(turns), budgets, sampling=Sampling(temperature, top_p),
+                        seed=seed, eos_id=self.tokenizer.eos_id, stops=self._stops,
+                        on_tokens=None if streams is None else _per_row(streams))
     return [self._answer(row) for row in out[:len(turns)]]
 
-  def _turn(self, image: Image.Image | None, question: str,
-            history: Sequence[tuple[str, str]]) -> Prompt:
-    tokens, image_mask = self._chat_layout(image is not None, question, history)
-    images = None if image is None else {k: v[None] for k, v in self.preprocess(image).items()}
-    return Prompt(tokens, image_mask, images)
+  def _turn(self, image: Media, question: str, history: Sequence[tuple[str, str]]) -> Prompt:
+    frames = _frames(image)
+    tokens, image_mask = self._chat_layout(len(frames), question, history)
+    if not frames:
+      return Prompt(tokens, image_mask)
+    views = [self.preprocess(frame) for frame in frames]
+    return Prompt(tokens, image_mask, {k: np.stack([v[k] for v in views]) for k in views[0]})
 
   @property
   def _stops(self) -> tuple[tuple[int, ...], ...]:
@@ -228,19 +240,19 @@ class Sphinx:
     new = trim(row, self.tokenizer.eos_id, self._stops)
     return self.tokenizer.decode(new).split(STOP)[0].strip()
 
-  def chat_room(self, image: Image.Image | None, question: str,
+  def chat_room(self, image: Media, question: str,
                 history: Sequence[tuple[str, str]] = ()) -> int:
-    """How many new tokens fit after this turn's prompt (image and history included): an
+    """How many new tokens fit after this turn's prompt (images and history included): an
     answer's largest budget. ContextFull if not even one does."""
-    return self._room(self._chat_layout(image is not None, question, history)[0])
+    return self._room(self._chat_layout(len(_frames(image)), question, history)[0])
 
-  def _chat_layout(self, with_image: bool, question: str,
+  def _chat_layout(self, n_images: int, question: str,
                    history: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
     """This turn's tokens and image_mask in the conv_v1_2 template (data.sample.prompt)."""
     if self.tokenizer is None:
       raise UserError("this checkpoint has no tokenizer.model: chat needs one")
     text = conversation_prompt([*history, (question, None)])
-    return prompt(text, int(with_image), self.tokenizer, self.config.image_tokens)
+    return prompt(text, n_images, self.tokenizer, self.config.image_tokens)
 
   def _room(self, tokens: np.ndarray) -> int:
     """max_seq_len minus the positions of a prompt (image slots included)."""
@@ -281,10 +293,49 @@ class _TextStream:
       self.text = text
 
 
+def _frames(image: Media) -> list[Image.Image]:
+  """A chat turn's images: none, one, or several (one media of frames)."""
+  if image is None:
+    return []
+  if isinstance(image, Image.Image):
+    return [image]
+  frames = list(image)
+  if not all(isinstance(f, Image.Image) for f in frames):
+    raise UserError("a chat turn's images must be PIL images")
+  return frames
+
+
+def _row_budgets(budgets: Sequence[int], n_rows: int) -> np.ndarray:
+  """Per-prompt budgets as one per batch row (padding rows: 1 step, never read)."""
+  out = np.ones(n_rows, np.int32)
+  out[:len(budgets)] = budgets
+  return out
+
+
+def _within(budgets: np.ndarray, sink: Callable[[np.ndarray], None] | None):
+  """`sink` fed DONE for the rows whose budget is spent (decoding runs to the largest)."""
+  if sink is None:
+    return None
+  step = [0]
+
+  def callback(tokens: np.ndarray) -> None:
+    sink(np.where(step[0] < budgets, tokens, DONE))
+    step[0] += 1
+  return callback
+
+
 def _first_row(on_token: Callable[[int], None]):
   def callback(tokens: np.ndarray) -> None:
     if int(tokens[0]) >= 0:
       on_token(int(tokens[0]))
+  return callback
+
+
+def _per_row(streams: Sequence[Callable[[int], None]]):
+  def callback(tokens: np.ndarray) -> None:
+    for stream, token in zip(streams, tokens):
+      if int(token) >= 0:
+        stream(int(token))
   return callback
 
 
