@@ -3,13 +3,13 @@ import argparse
 import logging
 import sys
 
-from launch import chat, convert, data, export, mix, train
+from launch import chat, convert, data, export, mix, serve, train
 from launch import compile as compile_step
 from launch import eval as evaluate
 from sphinx_jax.util.errors import UserError
 
 COMMANDS = {"train": train, "compile": compile_step, "convert": convert, "export": export,
-            "chat": chat, "data": data, "eval": evaluate, "mix": mix}
+            "chat": chat, "serve": serve, "data": data, "eval": evaluate, "mix": mix}
 
 
 class _ShowDefaults(argparse.HelpFormatter):

@@ -2,7 +2,7 @@
 lies below it, never a package above or beside it:
 
   util <- (configs | sharding) <- models <- data <- checkpoints <- (train | inference)
-  <- (eval | aot); eval <- recipe
+  <- (eval | aot | serve); eval <- recipe
 
 `launch`, `configs/`, `bench/` and the tests sit above everything and are not checked."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sphinx_jax"
 BELOW = {"util": (), "configs": ("util",), "sharding": ("util",), "models": ("configs", "sharding"),
          "data": ("models",), "checkpoints": ("data",), "train": ("checkpoints",),
          "inference": ("checkpoints",), "eval": ("inference",), "aot": ("train", "inference"),
-         "recipe": ("train", "eval")}
+         "recipe": ("train", "eval"), "serve": ("inference",)}
 PUBLIC = "sphinx_jax"  # the package's own __init__ (the public surface): above every package
 
 

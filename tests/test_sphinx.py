@@ -12,6 +12,7 @@ from launch.__main__ import main
 from sphinx_jax import Sphinx, sharding
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.configs import SPHINX_PRESETS, sphinx_preset
+from sphinx_jax.data import example, sample, templates
 from sphinx_jax.data.image import VIEW_PLANS
 from sphinx_jax.data.sample import image_after_bos
 from sphinx_jax.models import sphinx as sphinx_model
@@ -67,6 +68,34 @@ def test_a_batch_of_chat_turns_answers_as_each_turn_alone(model):
   print("answers:", alone)
   assert model.chat_batch(images, questions, histories, max_new_tokens=6) == alone
   assert len(set(alone)) > 1  # different turns, different answers: not one row copied
+
+
+def test_several_images_are_one_media_after_bos_as_in_training(model):
+  """A chat turn with several images (or video frames) is laid out exactly as MIMIC-IT's
+  several-image samples train: one media of frames right after BOS, then the text."""
+  tok, k = model.tokenizer, model.config.image_tokens
+  question = "What changed between the pictures?"
+  tokens, image_mask = sample.prompt(templates.conversation_prompt([(question, None)]), 3, tok, k)
+  trained = sample.encode(example.dialog([(question, "nothing")], [(None,) * 3], "f", "r"), tok, k)
+  ids, mask = np.maximum(trained[0], 0)[:len(tokens)], np.asarray(trained[1])[:len(tokens)]
+  assert tokens.tolist() == ids.tolist() and image_mask.tolist() == mask.tolist()
+  assert image_mask[1:1 + 3 * k].all() and image_mask.sum() == 3 * k
+
+
+def test_a_batch_mixing_frames_images_and_text_answers_as_each_alone(model):
+  turns = [([_image(5), _image(6)], "Compare them."), (_image(7), "What is it?"),
+           (None, "Say something.")]
+  budgets = [5, 7, 3]
+  alone = [model.chat(media, q, max_new_tokens=b) for (media, q), b in zip(turns, budgets)]
+  streamed = {i: [] for i in range(3)}
+  together = model.chat_batch([m for m, _ in turns], [q for _, q in turns],
+                              max_new_tokens=budgets,
+                              on_text=lambda i, piece: streamed[i].append(piece))
+  print("answers:", alone)
+  assert together == alone
+  for i, budget in enumerate(budgets):  # each row stopped at its own budget
+    assert len(model.tokenizer.encode(alone[i], bos=False)) <= budget
+    assert "".join(streamed[i]).strip().startswith(alone[i])
 
 
 @pytest.mark.parametrize("name,tokens", [("sphinx", 291), ("sphinx_1k", 1455),

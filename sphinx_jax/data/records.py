@@ -113,17 +113,19 @@ def _unreadable(name: str, e: Exception) -> UserError:
   return UserError(f"{name}: unreadable image ({why})")
 
 
-def open_image(data: bytes, name: str) -> Image.Image:
-  """Encoded bytes -> a fully decoded image, refused over `pixel_limit()` from its header alone;
-  else ValueError naming the image `name` (its path, or where its bytes came from)."""
+def open_image(data: bytes, name: str, limit: int | None = None) -> Image.Image:
+  """Encoded bytes -> a fully decoded image, refused over `limit` pixels (default
+  `pixel_limit()`) from its header alone; else ValueError naming the image `name` (its path, or
+  where its bytes came from)."""
   try:
     image = Image.open(io.BytesIO(data))
   except _IMAGE_ERRORS as e:
     raise _unreadable(name, e) from None
-  (width, height), limit = image.size, pixel_limit()
+  (width, height), source = image.size, f" (${PIXEL_LIMIT_VAR})" if limit is None else ""
+  limit = pixel_limit() if limit is None else limit
   if width * height > limit:
     raise UserError(f"{name}: {width}x{height} image, {width * height} pixels, over the limit "
-                     f"of {limit} (${PIXEL_LIMIT_VAR})")
+                     f"of {limit}{source}")
   try:
     image.load()
   except _IMAGE_ERRORS as e:

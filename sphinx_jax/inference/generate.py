@@ -41,10 +41,12 @@ def generate(model, params, inputs: dict, lengths: jax.Array, key: jax.Array, *,
 
 def decode(step: Step, logits: jax.Array, cache, key: jax.Array, *, max_new_tokens: int,
            sampling: Sampling, eos_id: int | None, stop_sequences: tuple[tuple[int, ...], ...],
-           stream: bool = False):
+           stream: bool = False, budgets: jax.Array | None = None):
   """Tokens [B, max_new_tokens] sampled after `logits` [B, V]; DONE after a row stops.
 
-  With `stream`, each step's tokens [B] go to the sink of the enclosing `streaming(...)` block.
+  `budgets` [B] (optional, at most max_new_tokens): each row's own cap, a traced value, so
+  requests with different caps share one compiled loop. With `stream`, each step's tokens [B]
+  go to the sink of the enclosing `streaming(...)` block.
   """
   batch = logits.shape[0]
   out = jnp.full((batch, max_new_tokens), DONE, jnp.int32)
@@ -65,6 +67,8 @@ def decode(step: Step, logits: jax.Array, cache, key: jax.Array, *, max_new_toke
       k = len(seq)
       tail = jax.lax.dynamic_slice_in_dim(out, jnp.maximum(t + 1 - k, 0), k, axis=1)
       stop |= (t + 1 >= k) & jnp.all(tail == jnp.asarray(seq, jnp.int32), axis=1)
+    if budgets is not None:
+      stop |= t + 1 >= budgets
     done = done | stop
     logits, cache = step(cache, tokens, t)
     return t + 1, logits, cache, out, done, key

@@ -23,7 +23,7 @@ from sphinx_jax.data import image as image_ops
 from sphinx_jax.data.sample import image_after_bos, prompt, tiled
 from sphinx_jax.data.templates import STOP, conversation_prompt
 from sphinx_jax.data.tokenizer import Tokenizer
-from sphinx_jax.inference.generate import DONE, generate, streaming, trim
+from sphinx_jax.inference.generate import generate, streaming, trim
 from sphinx_jax.inference.language_model import eos_of, load_sharded
 from sphinx_jax.inference.sampling import Sampling
 from sphinx_jax.models import batch as batches
@@ -133,29 +133,32 @@ class Sphinx:
                stops: tuple[tuple[int, ...], ...] = (),
                on_token: Callable[[int], None] | None = None,
                on_tokens: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
-    """New tokens [B, max(max_new_tokens)] after each row of a host prompt batch (DONE after a
-    row stopped or spent its budget; `inference.generate.trim` cuts a row). `max_new_tokens`:
-    one budget for every row, or one per prompt row. `on_token` streams row 0's tokens,
+    """New tokens [B, steps] after each row of a host prompt batch, DONE after a row stopped
+    (`inference.generate.trim` cuts a row). `max_new_tokens`: one budget for every row (steps =
+    it), or one per prompt (each row stops at its own; steps = the largest rounded up to a power
+    of two, so interactive budgets share compiled loops). `on_token` streams row 0's tokens,
     `on_tokens` every row's ([B], DONE where a row is over)."""
     lengths = batches.lengths(batch)
-    budgets = np.broadcast_to(np.asarray(max_new_tokens, np.int32), lengths.shape).copy() \
-        if np.ndim(max_new_tokens) == 0 else _row_budgets(max_new_tokens, len(lengths))
+    if np.ndim(max_new_tokens) == 0:
+      budgets, steps = np.full(lengths.shape, max_new_tokens, np.int32), int(max_new_tokens)
+    else:
+      budgets = np.ones(lengths.shape, np.int32)  # padding rows: one step, never read
+      budgets[:len(max_new_tokens)] = max_new_tokens
+      steps = 1 << (int(budgets.max()) - 1).bit_length()
     if int((lengths + budgets).max()) > self.config.llm.max_seq_len:
       row = int(np.argmax(lengths + budgets))
       raise ContextFull(f"prompt ({int(lengths[row])} positions with image) + max_new_tokens "
                         f"({int(budgets[row])}) exceeds max_seq_len {self.config.llm.max_seq_len}")
-    steps = int(budgets.max())
     inputs = {k: batch[k] for k in ("tokens", "image_mask", "images") if k in batch}
-    sink = _within(budgets, on_tokens or (None if on_token is None else _first_row(on_token)))
+    sink = on_tokens or (None if on_token is None else _first_row(on_token))
     with sharding.use_mesh(self.mesh), streaming(sink):
       out = _generate(self.params, sharding.put_batch(inputs, self.mesh),
-                      sharding.put_batch(lengths, self.mesh), jax.random.key(seed),
+                      sharding.put_batch(lengths, self.mesh),
+                      sharding.put_batch(budgets, self.mesh), jax.random.key(seed),
                       cfg=self.config, cache_len=batch["tokens"].shape[1] + steps,
                       max_new_tokens=steps, sampling=sampling, eos_id=eos_id,
                       stops=stops, stream=sink is not None)
-      out = np.array(multihost_utils.process_allgather(out, tiled=True))
-    out[np.arange(steps)[None, :] >= budgets[:, None]] = DONE
-    return out
+      return np.asarray(multihost_utils.process_allgather(out, tiled=True))
 
   def logits(self, pixels: dict | None, token_ids: Sequence[int]) -> np.ndarray:
     """float32 [len(token_ids), vocab]: row i is the distribution of token i+1. With an image,
@@ -218,7 +221,9 @@ class Sphinx:
       raise UserError(f"max_new_tokens {min(budgets)}: must be at least 1")
     streams = None if on_text is None else [
         _TextStream(self.tokenizer, functools.partial(on_text, i)) for i in range(len(turns))]
-    out = self.generate(self.batch(turns), budgets, sampling=Sampling(temperature, top_p),
+    rows = 1 << (len(turns) - 1).bit_length()  # a power of two: few compiled shapes
+    out = self.generate(self.batch(turns, n_rows=rows), budgets,
+                        sampling=Sampling(temperature, top_p),
                         seed=seed, eos_id=self.tokenizer.eos_id, stops=self._stops,
                         on_tokens=None if streams is None else _per_row(streams))
     return [self._answer(row) for row in out[:len(turns)]]
@@ -305,25 +310,6 @@ def _frames(image: Media) -> list[Image.Image]:
   return frames
 
 
-def _row_budgets(budgets: Sequence[int], n_rows: int) -> np.ndarray:
-  """Per-prompt budgets as one per batch row (padding rows: 1 step, never read)."""
-  out = np.ones(n_rows, np.int32)
-  out[:len(budgets)] = budgets
-  return out
-
-
-def _within(budgets: np.ndarray, sink: Callable[[np.ndarray], None] | None):
-  """`sink` fed DONE for the rows whose budget is spent (decoding runs to the largest)."""
-  if sink is None:
-    return None
-  step = [0]
-
-  def callback(tokens: np.ndarray) -> None:
-    sink(np.where(step[0] < budgets, tokens, DONE))
-    step[0] += 1
-  return callback
-
-
 def _first_row(on_token: Callable[[int], None]):
   def callback(tokens: np.ndarray) -> None:
     if int(tokens[0]) >= 0:
@@ -357,18 +343,20 @@ def _encode(params, images, *, cfg: SphinxConfig):
 
 @functools.partial(jax.jit, static_argnames=("cfg", "cache_len", "max_new_tokens", "sampling",
                                              "eos_id", "stops", "stream"))
-def _generate(params, batch, lengths, key, *, cfg, cache_len, max_new_tokens, sampling, eos_id,
-              stops, stream):
+def _generate(params, batch, lengths, budgets, key, *, cfg, cache_len, max_new_tokens, sampling,
+              eos_id, stops, stream):
   return generate(SphinxNet(cfg), params, batch, lengths, key,
                   cache=init_cache(cfg.llm, lengths.shape[0], cache_len),
                   step_method=SphinxNet.decode, max_new_tokens=max_new_tokens,
-                  sampling=sampling, eos_id=eos_id, stop_sequences=stops, stream=stream)
+                  sampling=sampling, eos_id=eos_id, stop_sequences=stops, stream=stream,
+                  budgets=budgets)
 
 
 def lower_generate(params, batch, lengths, key, *, cfg: SphinxConfig, cache_len: int,
                    max_new_tokens: int):
   """`Sphinx.generate`'s computation (greedy) lowered for abstract arguments: what the
   ahead-of-time compile (sphinx_jax.aot) compiles for a TPU slice."""
-  return _generate.lower(params, batch, lengths, key, cfg=cfg, cache_len=cache_len,
+  budgets = lengths  # any int32 [B]: only shapes reach the compiler
+  return _generate.lower(params, batch, lengths, budgets, key, cfg=cfg, cache_len=cache_len,
                          max_new_tokens=max_new_tokens, sampling=Sampling(), eos_id=None,
                          stops=(), stream=False)
