@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     print("compiling the decode for batches of "
           f"{warm_up(model, args.max_batch, args.max_new_tokens)} rows", flush=True)
   batcher = Batcher(model, max_batch=args.max_batch, max_waiting=args.max_waiting)
-  demo = app.build(batcher, limits, title=f"SPHINX: {checkpoint}")
+  demo = app.build(batcher, limits, title=f"SPHINX: {checkpoint.resolve().name}")
   print(f"serving {checkpoint} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
   demo.launch(server_name=args.host, server_port=args.port, theme=app.THEME,
               max_file_size=f"{args.max_upload_mb}mb", show_error=True, quiet=True)

@@ -27,7 +27,7 @@ from sphinx_jax.configs import sphinx_preset
 from sphinx_jax.data import pipeline, sources, synthetic, tasks, templates
 from sphinx_jax.data.synthetic_scenes import COLOURS
 from sphinx_jax.inference.sphinx_model import Sphinx
-from launch.__main__ import main
+from launch import serve
 from sphinx_jax.serve.batcher import Batcher, Busy, Request
 from sphinx_jax.serve.uploads import read_frames
 from sphinx_jax.util.errors import UserError
@@ -90,12 +90,15 @@ def test_uploads_become_the_frames_of_one_media(tmp_path):
       read(paths)
 
 
-def test_serve_without_a_checkpoint_says_how_to_get_one(tmp_path, monkeypatch, capsys):
+def test_serve_without_a_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  assert main(["serve"]) == 1
-  assert capsys.readouterr().err.strip() == (
-      "error: no --checkpoint and no runs/default/final_model: run `python -m launch train` "
-      "(the embedded default) or pass --checkpoint DIR")
+  with pytest.raises(UserError, match=re.escape(
+      "no --checkpoint and no runs/default/final_model: run `python -m launch train` (the "
+      "embedded default) or pass --checkpoint DIR")):
+    serve.resolve_checkpoint(None)
+  (tmp_path / serve.DEFAULT_MODEL).mkdir(parents=True)
+  (tmp_path / serve.DEFAULT_MODEL / "config.json").write_text("{}")
+  assert serve.resolve_checkpoint(None) == serve.DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from sphinx_jax.data.image import to_rgb
 
@@ -67,17 +67,19 @@ def draw(image: Image.Image, groundings: list[Grounding]) -> Image.Image:
   out = to_rgb(image)
   pen = ImageDraw.Draw(out)
   radius = max(2, max(out.size) // 100)
+  font = ImageFont.load_default(size=max(12, max(out.size) // 32))
   for i, g in enumerate(groundings):
     color = _PALETTE[i % len(_PALETTE)]
     for coords in g.coords:
       c = to_image(coords, *out.size)
       if len(c) == 4:
         c = (min(c[0], c[2]), min(c[1], c[3]), max(c[0], c[2]), max(c[1], c[3]))
-        pen.rectangle(c, outline=color, width=max(1, radius // 2))
+        pen.rectangle(c, outline=color, width=max(2, radius // 2))
         anchor = (c[0] + 2, c[1] + 1)
       else:
         pen.ellipse((c[0] - radius, c[1] - radius, c[0] + radius, c[1] + radius), fill=color)
         anchor = (c[0] + radius, c[1])
-      if g.phrase:
-        pen.text(anchor, g.phrase, fill=color)
+      if g.phrase:  # white on the box's colour: legible on any image
+        pen.rectangle(pen.textbbox(anchor, g.phrase, font=font), fill=color)
+        pen.text(anchor, g.phrase, fill=(255, 255, 255), font=font)
   return out
