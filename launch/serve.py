@@ -22,7 +22,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="load the LLM's matmul weights quantized (as `chat --quantize`)")
   parser.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (0.0.0.0: every interface)")
-  parser.add_argument("--port", type=int, default=7860)
+  parser.add_argument("--port", type=int, default=7860, help="port to listen on")
   parser.add_argument("--max-batch", type=int, default=8,
                       help="requests decoded together in one generate")
   parser.add_argument("--max-waiting", type=int, default=32,
@@ -63,12 +63,11 @@ def run(args: argparse.Namespace) -> int:
   read_config(checkpoint)  # a missing/bad config.json fails before anything is loaded
   print(f"loading {checkpoint} ...", flush=True)
   model = Sphinx.from_pretrained(checkpoint, quantize=args.quantize)
-  limits = app.Limits(max_new_tokens=args.max_new_tokens, max_frames=args.max_frames,
-                      max_upload_mb=args.max_upload_mb, max_waiting=args.max_waiting)
+  limits = app.Limits(max_frames=args.max_frames, max_upload_mb=args.max_upload_mb)
+  batcher = Batcher(model, max_batch=args.max_batch, max_waiting=args.max_waiting,
+                    max_new_tokens=args.max_new_tokens)
   if not args.no_warmup:
-    print("compiling the decode for batches of "
-          f"{warm_up(model, args.max_batch, args.max_new_tokens)} rows", flush=True)
-  batcher = Batcher(model, max_batch=args.max_batch, max_waiting=args.max_waiting)
+    print(f"compiling the decode for batches of {warm_up(batcher)} rows", flush=True)
   demo = app.build(batcher, limits, title=f"SPHINX: {checkpoint.resolve().name}")
   print(f"serving {checkpoint} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
   demo.launch(server_name=args.host, server_port=args.port, theme=app.THEME,

@@ -7,6 +7,7 @@ evaluation and the recipe's report use them instead of jitting the network thems
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from typing import Callable, Sequence
@@ -130,28 +131,38 @@ class Sphinx:
 
   def generate(self, batch: dict, max_new_tokens: int | Sequence[int], *,
                sampling: Sampling = Sampling(), seed: int = 0, eos_id: int | None = None,
-               stops: tuple[tuple[int, ...], ...] = (),
+               stops: tuple[tuple[int, ...], ...] = (), steps: int | None = None,
                on_token: Callable[[int], None] | None = None,
                on_tokens: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """New tokens [B, steps] after each row of a host prompt batch, DONE after a row stopped
-    (`inference.generate.trim` cuts a row). `max_new_tokens`: one budget for every row (steps =
-    it), or one per prompt (each row stops at its own; steps = the largest rounded up to a power
-    of two, so interactive budgets share compiled loops). `on_token` streams row 0's tokens,
-    `on_tokens` every row's ([B], DONE where a row is over)."""
+    (`inference.generate.trim` cuts a row). `max_new_tokens`: one budget for every row, or one
+    per prompt, each row stopping at its own. `steps`, the loop's compiled length: by default
+    the int budget, or the largest of several rounded up to a power of two (so interactive
+    budgets share compiled loops). `on_token` streams row 0's tokens, `on_tokens` every row's
+    ([B], DONE where a row is over)."""
     lengths = batches.lengths(batch)
     if np.ndim(max_new_tokens) == 0:
-      budgets, steps = np.full(lengths.shape, max_new_tokens, np.int32), int(max_new_tokens)
+      budgets = np.full(lengths.shape, max_new_tokens, np.int32)
+      steps = int(max_new_tokens) if steps is None else steps
     else:
+      if not 0 < len(max_new_tokens) <= len(lengths):
+        raise UserError(f"{len(max_new_tokens)} budgets for {len(lengths)} rows")
       budgets = np.ones(lengths.shape, np.int32)  # padding rows: one step, never read
       budgets[:len(max_new_tokens)] = max_new_tokens
-      steps = 1 << (int(budgets.max()) - 1).bit_length()
+      steps = 1 << (int(budgets.max()) - 1).bit_length() if steps is None else steps
+    if int(budgets.min()) < 1 or steps < int(budgets.max()):
+      raise UserError(f"budgets {budgets.min()}..{budgets.max()} with a {steps}-step loop: each "
+                       "must be at least 1 and at most the loop")
     if int((lengths + budgets).max()) > self.config.llm.max_seq_len:
       row = int(np.argmax(lengths + budgets))
       raise ContextFull(f"prompt ({int(lengths[row])} positions with image) + max_new_tokens "
                         f"({int(budgets[row])}) exceeds max_seq_len {self.config.llm.max_seq_len}")
+    if on_token is not None and on_tokens is not None:
+      raise UserError("stream with on_token (row 0) or on_tokens (every row), not both")
     inputs = {k: batch[k] for k in ("tokens", "image_mask", "images") if k in batch}
     sink = on_tokens or (None if on_token is None else _first_row(on_token))
-    with sharding.use_mesh(self.mesh), streaming(sink):
+    with sharding.use_mesh(self.mesh), (contextlib.nullcontext() if sink is None
+                                        else streaming(sink)):
       out = _generate(self.params, sharding.put_batch(inputs, self.mesh),
                       sharding.put_batch(lengths, self.mesh),
                       sharding.put_batch(budgets, self.mesh), jax.random.key(seed),
@@ -203,28 +214,32 @@ class Sphinx:
                  histories: Sequence[Sequence[tuple[str, str]]] | None = None, *,
                  max_new_tokens: int | Sequence[int | None] | None = None,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                 steps: int | None = None,
                  on_text: Callable[[int, str], None] | None = None) -> list[str]:
     """`chat` for several independent turns decoded together in one batched generate (rows
     of different lengths; greedy answers equal `chat`'s). `max_new_tokens`: one budget for
-    all, or one per turn (None: CHAT_NEW_TOKENS or what that turn's context leaves).
-    `on_text(i, piece)` streams each turn's new text."""
+    all, or one per turn (None: CHAT_NEW_TOKENS or what that turn's context leaves). `steps`:
+    `generate`'s (a server fixes it, so every batch shares one compiled loop). `on_text(i,
+    piece)` streams each turn's new text."""
     histories = [()] * len(questions) if histories is None else histories
     if not len(questions) == len(images) == len(histories):
       raise UserError(f"{len(images)} images, {len(questions)} questions and {len(histories)} "
                        "histories: one of each per turn")
     turns = [self._turn(*t) for t in zip(images, questions, histories)]
-    asked = (max_new_tokens if isinstance(max_new_tokens, Sequence)
+    asked = (list(max_new_tokens) if isinstance(max_new_tokens, (Sequence, np.ndarray))
              else [max_new_tokens] * len(turns))
+    if len(asked) != len(turns):
+      raise UserError(f"{len(asked)} budgets for {len(turns)} turns")
     budgets = [min(CHAT_NEW_TOKENS, self._room(t.tokens)) if b is None else b
-               for t, b in zip(turns, asked, strict=True)]
+               for t, b in zip(turns, asked)]
     if min(budgets) < 1:
       raise UserError(f"max_new_tokens {min(budgets)}: must be at least 1")
     streams = None if on_text is None else [
         _TextStream(self.tokenizer, functools.partial(on_text, i)) for i in range(len(turns))]
     rows = 1 << (len(turns) - 1).bit_length()  # a power of two: few compiled shapes
     out = self.generate(self.batch(turns, n_rows=rows), budgets,
-                        sampling=Sampling(temperature, top_p),
-                        seed=seed, eos_id=self.tokenizer.eos_id, stops=self._stops,
+                        sampling=Sampling(temperature, top_p), seed=seed,
+                        eos_id=self.tokenizer.eos_id, stops=self._stops, steps=steps,
                         on_tokens=None if streams is None else _per_row(streams))
     return [self._answer(row) for row in out[:len(turns)]]
 

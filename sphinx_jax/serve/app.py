@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import secrets
 from typing import Iterator
 
 import gradio as gr
@@ -34,22 +35,21 @@ THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-  """What one request may ask: answer length, frames per turn, pixels per image, upload bytes,
-  and how many requests may wait."""
+  """What one upload may hold: frames per turn, pixels per image, bytes."""
 
-  max_new_tokens: int = 256
   max_frames: int = 8
-  max_pixels: int = dataclasses.field(default_factory=pixel_limit)
+  max_pixels: int | None = None  # None: $SPHINX_MAX_IMAGE_PIXELS or its default, read by `build`
   max_upload_mb: int = 50
-  max_waiting: int = 32
 
 
 def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") -> gr.Blocks:
-  """The page and the `/chat` endpoint, wired to `batcher`."""
+  """The page and the `/chat` endpoint, wired to `batcher` (its max_new_tokens caps answers,
+  its max_batch + max_waiting bound the requests in flight)."""
+  max_pixels = pixel_limit() if limits.max_pixels is None else limits.max_pixels
 
   def frames_of(paths) -> list:
     paths = [paths] if isinstance(paths, str) else (paths or [])
-    return read_frames(paths, max_frames=limits.max_frames, max_pixels=limits.max_pixels,
+    return read_frames(paths, max_frames=limits.max_frames, max_pixels=max_pixels,
                        max_bytes=limits.max_upload_mb * 2**20)
 
   def on_upload(paths):
@@ -69,7 +69,8 @@ def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") ->
       return
     try:
       ticket = batcher.submit(Request(tuple(frames), question, tuple(turns), int(max_new),
-                                      float(temperature), float(top_p)))
+                                      float(temperature), float(top_p),
+                                      seed=secrets.randbelow(2**31)))
     except UserError as e:
       hint = " (Reset forgets the history)" if turns else ""
       yield chat, turns, gr.skip(), _warning(f"{e}{hint}"), gr.skip()
@@ -101,11 +102,11 @@ def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") ->
       frames = frames_of(image)
       if not (question or "").strip():
         raise UserError("the question is empty")
-      return batcher.submit(Request(tuple(frames), question.strip(),
-                                    max_new_tokens=limits.max_new_tokens)).result()
+      return batcher.submit(Request(tuple(frames), question.strip())).result()
     except UserError as e:
       raise gr.Error(str(e)) from None
 
+  in_flight = batcher.max_batch + batcher.max_waiting
   with gr.Blocks(title=title, analytics_enabled=False) as demo:
     media, turns = gr.State([]), gr.State([])
     gr.Markdown(f"## {title}\nUpload an image, several images, or a short video, then ask. "
@@ -119,8 +120,8 @@ def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") ->
         with gr.Accordion("Sampling", open=False):
           temperature = gr.Slider(0, 1, value=0, step=0.05, label="temperature (0: greedy)")
           top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="top-p")
-          max_new = gr.Slider(1, limits.max_new_tokens, value=min(128, limits.max_new_tokens),
-                              step=1, label="max new tokens")
+          max_new = gr.Slider(1, batcher.max_new_tokens, value=batcher.max_new_tokens, step=1,
+                              label="max new tokens")
       with gr.Column(scale=3):
         chat = gr.Chatbot(label="SPHINX", elem_id="chat", height=420)
         status = gr.Markdown("", elem_id="status")
@@ -141,7 +142,7 @@ def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") ->
                 api_visibility="private")
     decode = dict(fn=respond, inputs=[question, turns, media, temperature, top_p, max_new, chat],
                   outputs=[chat, turns, picture, status, question],
-                  concurrency_limit=batcher.max_batch, concurrency_id="decode")
+                  concurrency_limit=in_flight, concurrency_id="decode")
     send.click(**decode, api_visibility="private")
     question.submit(**decode, api_visibility="private")
     for name, prompt in SHORTCUTS.items():
@@ -151,8 +152,10 @@ def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") ->
     reset.click(lambda frames: ([], [], _preview(frames), ""), media,
                 [chat, turns, picture, status], api_visibility="private")
     api_button.click(api_chat, [api_image, api_question], api_answer, api_name="chat",
-                     concurrency_limit=batcher.max_batch, concurrency_id="decode")
-  return demo.queue(max_size=limits.max_waiting, default_concurrency_limit=batcher.max_batch)
+                     concurrency_limit=in_flight, concurrency_id="decode")
+  # Gradio runs up to `in_flight` decode events at once, so the batcher sees every waiting
+  # request and its bound (Busy) is the one users meet; Gradio's queue is a backstop.
+  return demo.queue(max_size=batcher.max_waiting, default_concurrency_limit=batcher.max_batch)
 
 
 def _preview(frames):

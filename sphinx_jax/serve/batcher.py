@@ -51,39 +51,50 @@ _END = object()
 
 
 class Ticket:
-  """A submitted request: `pieces()` yields its answer's text as it is decoded, then `answer`
-  holds the final text (cut at the stop string, stripped); `result()` waits for it. An error
-  while decoding is raised from either."""
+  """A submitted request: `pieces()` yields its answer's text as it is decoded; when decoding
+  ends, `answer` holds the final text (cut at the stop string, stripped). `result()` waits for
+  it, whether or not the pieces were read. An error while decoding is raised from either."""
 
   def __init__(self, request: Request):
     self.request = request
     self.answer: str | None = None
+    self._error: Exception | None = None
     self._pieces: queue.Queue = queue.Queue()
+    self._done = threading.Event()
 
   def pieces(self) -> Iterator[str]:
     while (item := self._pieces.get()) is not _END:
-      if isinstance(item, BaseException):
-        raise item
       yield item
+    self._raise()
 
-  def result(self) -> str:
-    for _ in self.pieces():
-      pass
+  def result(self, timeout: float | None = None) -> str:
+    if not self._done.wait(timeout):
+      raise TimeoutError(f"no answer within {timeout} s")
+    self._raise()
     return self.answer
 
-  def _put(self, item) -> None:
-    self._pieces.put(item)
+  def _raise(self) -> None:
+    if self._error is not None:
+      raise self._error
+
+  def _finish(self, answer: str | None, error: Exception | None) -> None:
+    self.answer, self._error = answer, error
+    self._done.set()
+    self._pieces.put(_END)
 
 
 class Batcher:
   """Serves `model` from a worker thread; `submit` is safe from any thread."""
 
   def __init__(self, model: Sphinx, *, max_batch: int = 8, max_waiting: int = 32,
-               window_s: float = 0.05):
-    if max_batch < 1 or max_waiting < 1:
-      raise UserError(f"max_batch {max_batch} and max_waiting {max_waiting} must be >= 1")
+               max_new_tokens: int = 256, window_s: float = 0.05):
+    if min(max_batch, max_waiting, max_new_tokens) < 1:
+      raise UserError(f"max_batch {max_batch}, max_waiting {max_waiting} and max_new_tokens "
+                       f"{max_new_tokens} must be >= 1")
     self.model, self.max_batch, self.max_waiting, self.window_s = (
         model, max_batch, max_waiting, window_s)
+    self.max_new_tokens = max_new_tokens
+    self.steps = loop_steps(max_new_tokens)
     self._waiting: list[Ticket] = []
     self._wake = threading.Condition()
     self.batch_sizes: list[int] = []  # one entry per decoded batch (for logs and tests)
@@ -91,10 +102,13 @@ class Batcher:
 
   def submit(self, request: Request) -> Ticket:
     """Queue `request`; Busy when `max_waiting` requests already wait, ContextFull when its
-    prompt leaves no room for an answer (checked here, so one bad turn fails alone)."""
+    prompt leaves no room for an answer, UserError for a budget below 1 (checked here, so one
+    bad turn fails alone). The budget is capped at `max_new_tokens` and at the room."""
     room = self.model.chat_room(list(request.frames), request.question, request.history)
-    if request.max_new_tokens is not None:
-      request = dataclasses.replace(request, max_new_tokens=min(request.max_new_tokens, room))
+    asked = self.max_new_tokens if request.max_new_tokens is None else request.max_new_tokens
+    if asked < 1:
+      raise UserError(f"max_new_tokens {asked}: must be at least 1")
+    request = dataclasses.replace(request, max_new_tokens=min(asked, self.max_new_tokens, room))
     ticket = Ticket(request)
     with self._wake:
       if len(self._waiting) >= self.max_waiting:
@@ -123,36 +137,41 @@ class Batcher:
       self.batch_sizes.append(len(batch))
       start = time.perf_counter()
       try:
-        self._decode(batch)
-        log.info("decoded %d request(s) together in %.2f s", len(batch),
-                 time.perf_counter() - start)
+        answers = self._decode(batch)
       except Exception as e:  # noqa: BLE001 - every waiting user hears of it; a bug is logged
         if not isinstance(e, UserError):
           log.exception("decoding a batch of %d failed", len(batch))
         for ticket in batch:
-          ticket._put(e)
-      finally:
-        for ticket in batch:
-          ticket._put(_END)
+          ticket._finish(None, e)
+        continue
+      log.info("decoded %d request(s) together in %.2f s", len(batch),
+               time.perf_counter() - start)
+      for ticket, answer in zip(batch, answers):
+        ticket._finish(answer, None)
 
-  def _decode(self, batch: Sequence[Ticket]) -> None:
+  def _decode(self, batch: Sequence[Ticket]) -> list[str]:
     requests = [t.request for t in batch]
     first = requests[0]
-    answers = self.model.chat_batch(
+    return self.model.chat_batch(
         [list(r.frames) or None for r in requests], [r.question for r in requests],
         [r.history for r in requests], max_new_tokens=[r.max_new_tokens for r in requests],
-        temperature=first.temperature, top_p=first.top_p, seed=first.seed,
-        on_text=lambda row, piece: batch[row]._put(piece))
-    for ticket, answer in zip(batch, answers):
-      ticket.answer = answer
+        temperature=first.temperature, top_p=first.top_p, seed=first.seed, steps=self.steps,
+        on_text=lambda row, piece: batch[row]._pieces.put(piece))
 
 
-def warm_up(model: Sphinx, max_batch: int, max_new_tokens: int) -> list[int]:
-  """Compile the batched decode for every row bucket (1, 2, 4, ... up to max_batch) of a
+def loop_steps(max_new_tokens: int) -> int:
+  """The decode loop length every batch of a server shares: its largest answer budget rounded
+  up to a power of two (rows stop at their own budgets; the loop ends when all have)."""
+  return 1 << (max_new_tokens - 1).bit_length()
+
+
+def warm_up(batcher: Batcher) -> list[int]:
+  """Compile the batcher's decode for every row bucket (1, 2, 4, ... up to max_batch) of a
   one-image turn, so the first users do not wait for the compiler. The row counts compiled."""
-  rows = sorted({1 << (n - 1).bit_length() for n in range(1, max_batch + 1)})
+  rows = sorted({1 << (n - 1).bit_length() for n in range(1, batcher.max_batch + 1)})
   image = Image.new("RGB", (64, 64), (128, 128, 128))
   for n in rows:
-    model.chat_batch([image] * n, ["Describe the image."] * n, max_new_tokens=max_new_tokens,
-                     on_text=lambda row, piece: None)  # streaming, as the batcher decodes
+    batcher.model.chat_batch([image] * n, ["Describe the image."] * n, max_new_tokens=1,
+                             steps=batcher.steps,
+                             on_text=lambda row, piece: None)  # streaming, as the batcher does
   return rows

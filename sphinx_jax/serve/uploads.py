@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, ImageSequence
+from PIL import Image
 
 from sphinx_jax.data.image import to_rgb
 from sphinx_jax.data.mimic_it import sample_frames
@@ -37,32 +37,37 @@ def read_frames(paths: Sequence[str | Path], *, max_frames: int, max_pixels: int
   if videos and len(paths) > 1:
     raise UserError(f"{videos[0].name}: a video comes alone, not with other files")
   if videos:
-    return _sampled(_video(videos[0], max_pixels), max_frames, videos[0])
+    return _video(videos[0], max_frames, max_pixels)
   if len(paths) > max_frames:
     raise UserError(f"{len(paths)} images: at most {max_frames} per turn")
-  frames = [_image_frames(p, max_pixels) for p in paths]
-  if len(paths) == 1 and len(frames[0]) > 1:  # an animated GIF / WebP: a video
-    return _sampled(frames[0], max_frames, paths[0])
-  return [f[0] for f in frames]
+  images = [open_image(p.read_bytes(), p.name, max_pixels) for p in paths]
+  if len(paths) == 1 and getattr(images[0], "n_frames", 1) > 1:  # an animated GIF / WebP
+    return _animation(images[0], max_frames, paths[0])
+  return [to_rgb(image) for image in images]
 
 
-def _sampled(frames: list[Image.Image], k: int, path: Path) -> list[Image.Image]:
-  if not frames:
+def _picks(n: int, k: int, path: Path) -> list[int]:
+  """The frame indices to keep of n (MIMIC-IT's even sampling), or a refusal."""
+  if n == 0:
     raise UserError(f"{path.name}: a video without frames")
-  return [frames[i] for i in sample_frames(len(frames), min(k, len(frames)))]
+  if n > MAX_VIDEO_FRAMES:
+    raise UserError(f"{path.name}: {n} frames, more than {MAX_VIDEO_FRAMES}; upload a short video")
+  return [int(i) for i in sample_frames(n, min(k, n))]
 
 
-def _image_frames(path: Path, max_pixels: int) -> list[Image.Image]:
-  image = open_image(path.read_bytes(), path.name, max_pixels)
-  if getattr(image, "n_frames", 1) == 1:
-    return [to_rgb(image)]
-  return [to_rgb(frame.copy()) for frame in ImageSequence.Iterator(image)][:MAX_VIDEO_FRAMES]
+def _animation(image: Image.Image, k: int, path: Path) -> list[Image.Image]:
+  frames = []
+  for i in _picks(image.n_frames, k, path):
+    image.seek(i)
+    frames.append(to_rgb(image.copy()))
+  return frames
 
 
-def _video(path: Path, max_pixels: int) -> list[Image.Image]:
+def _video(path: Path, k: int, max_pixels: int) -> list[Image.Image]:
+  """Two passes: count the frames (demuxing, nothing decoded), then decode keeping only the
+  sampled ones, so a long upload never sits in memory as pixels."""
   import av  # requirements-demo.txt: only a video upload needs it
 
-  frames = []
   try:
     with av.open(str(path)) as container:
       if not container.streams.video:
@@ -71,11 +76,15 @@ def _video(path: Path, max_pixels: int) -> list[Image.Image]:
       if stream.width * stream.height > max_pixels:
         raise UserError(f"{path.name}: {stream.width}x{stream.height} video, over the limit of "
                          f"{max_pixels} pixels per frame")
-      for frame in container.decode(stream):
-        if len(frames) == MAX_VIDEO_FRAMES:
-          raise UserError(f"{path.name}: more than {MAX_VIDEO_FRAMES} frames; upload a short "
-                           "video")
-        frames.append(frame.to_image().convert("RGB"))
+      n = sum(1 for packet in container.demux(stream) if packet.size)
+    keep = set(_picks(n, k, path))
+    frames = []
+    with av.open(str(path)) as container:
+      for i, frame in enumerate(container.decode(video=0)):
+        if i in keep:
+          frames.append(frame.to_image().convert("RGB"))
   except av.FFmpegError as e:
     raise UserError(f"{path.name}: unreadable video ({e.strerror or e})") from None
+  if not frames:
+    raise UserError(f"{path.name}: a video without frames")
   return frames
