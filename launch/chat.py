@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from launch import QUANTIZE
 from sphinx_jax.util.errors import UserError
 
 HELP = "chat with a SPHINX checkpoint about an image (one-shot or interactive)"
@@ -24,7 +25,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="a params directory: written by `launch convert` or `launch mix`, or "
                            "by training (WORKDIR/<stage>/params_stepN; the default's final model "
                            "is runs/default/final_model)")
-  parser.add_argument("--quantize", choices=("int8", "int4", "nf4"), default=None,
+  parser.add_argument("--quantize", choices=QUANTIZE, default=None,
                       help="load the LLM's matmul weights quantized (int8: per output channel; "
                            "int4 / nf4: groups of 128), the towers at full precision; a checkpoint "
                            "converted with --quantize loads quantized without it")

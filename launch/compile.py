@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 
-from launch import config_files
+from launch import QUANTIZE, config_files
 
 from sphinx_jax.util.files import write_atomic
 
@@ -33,7 +33,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--batch", type=int, default=1, help="--mode decode: rows decoded together")
   parser.add_argument("--max-len", type=int, default=2048,
                       help="--mode decode: the KV cache length (a prefill of max-len - 1)")
-  parser.add_argument("--quantize", choices=("int8", "int4", "nf4"), default=None,
+  parser.add_argument("--quantize", choices=QUANTIZE, default=None,
                       help="--mode decode: the LLM's matmul weights quantized (as `chat "
                            "--quantize` serves them)")
   parser.add_argument("--json", default=None, metavar="FILE", help="also write the report here")

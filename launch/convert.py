@@ -2,6 +2,7 @@
 import argparse
 from pathlib import Path
 
+from launch import QUANTIZE
 from sphinx_jax.util.errors import UserError
 
 HELP = ("convert LLaMA2-Accessory SPHINX, Meta LLaMA-2 or HF Llama checkpoints into a sphinx-jax "
@@ -19,7 +20,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="parameter dtype to store (default: the source's)")
   parser.add_argument("--tokenizer", type=Path, default=None,
                       help="tokenizer.model (default: found in --src or its parent)")
-  parser.add_argument("--quantize", choices=("int8", "int4", "nf4"), default=None,
+  parser.add_argument("--quantize", choices=QUANTIZE, default=None,
                       help="store the LLM's matmul weights quantized (int8: per output channel; "
                            "int4 / nf4: groups of 128 inputs, nf4 on QLoRA's NormalFloat levels); "
                            "towers, mixer, norms and embeddings "

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from launch import QUANTIZE
 from sphinx_jax.util.errors import UserError
 
 HELP = "evaluate a SPHINX checkpoint on a benchmark (resumable; predictions + summary)"
@@ -37,7 +38,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", type=Path, required=True,
                       help="a params directory: written by `launch convert` or `launch mix`, or "
                            "by training (WORKDIR/<stage>/params_stepN)")
-  parser.add_argument("--quantize", choices=("int8", "int4", "nf4"), default=None,
+  parser.add_argument("--quantize", choices=QUANTIZE, default=None,
                       help="load the LLM's matmul weights quantized (int8: per output channel; "
                            "int4 / nf4: groups of 128), the towers at full precision; a checkpoint "
                            "converted with --quantize loads quantized without it")

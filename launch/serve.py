@@ -8,6 +8,7 @@ later ones are told the server is busy. `/chat` is the API endpoint for `gradio_
 import argparse
 from pathlib import Path
 
+from launch import QUANTIZE
 from sphinx_jax.util.errors import UserError
 
 HELP = "serve a SPHINX checkpoint as a web demo (Gradio): images or video, streaming chat, boxes"
@@ -18,7 +19,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint", type=Path, default=None,
                       help=f"a params directory (default: {DEFAULT_MODEL}, the embedded "
                            "default's final model, if `python -m launch train` made one)")
-  parser.add_argument("--quantize", choices=("int8", "int4", "nf4"), default=None,
+  parser.add_argument("--quantize", choices=QUANTIZE, default=None,
                       help="load the LLM's matmul weights quantized (as `chat --quantize`)")
   parser.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (0.0.0.0: every interface)")

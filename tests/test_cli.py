@@ -46,3 +46,9 @@ def test_a_user_error_is_one_line(monkeypatch, capsys):
 def test_any_other_error_keeps_its_traceback(monkeypatch, error):
   with pytest.raises(type(error), match=str(error)):
     cli.main(_failing(monkeypatch, error))
+
+
+def test_the_quantize_choices_are_the_schemes():
+  from launch import QUANTIZE
+  from sphinx_jax.models.quantization import SCHEMES
+  assert QUANTIZE == SCHEMES

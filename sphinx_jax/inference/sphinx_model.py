@@ -149,10 +149,11 @@ class Sphinx:
         raise UserError(f"{len(max_new_tokens)} budgets for {len(lengths)} rows")
       budgets = np.ones(lengths.shape, np.int32)  # padding rows: one step, never read
       budgets[:len(max_new_tokens)] = max_new_tokens
-      steps = 1 << (int(budgets.max()) - 1).bit_length() if steps is None else steps
-    if int(budgets.min()) < 1 or steps < int(budgets.max()):
-      raise UserError(f"budgets {budgets.min()}..{budgets.max()} with a {steps}-step loop: each "
-                       "must be at least 1 and at most the loop")
+      steps = batches.power_of_two(int(budgets.max())) if steps is None else steps
+    if int(budgets.min()) < 1:
+      raise UserError(f"max_new_tokens {int(budgets.min())}: must be at least 1")
+    if steps < int(budgets.max()):
+      raise UserError(f"max_new_tokens {int(budgets.max())} is longer than the {steps}-step loop")
     if int((lengths + budgets).max()) > self.config.llm.max_seq_len:
       row = int(np.argmax(lengths + budgets))
       raise ContextFull(f"prompt ({int(lengths[row])} positions with image) + max_new_tokens "
@@ -189,8 +190,6 @@ class Sphinx:
     """New token ids after the prompt (EOS / stop sequence excluded); `on_token` streams them."""
     eos_id = eos_of(self.tokenizer) if eos_id == -1 else eos_id
     stops = tuple(tuple(int(t) for t in s) for s in stop_sequences)
-    if max_new_tokens < 1:
-      raise UserError(f"max_new_tokens {max_new_tokens}: must be at least 1")
     out = self.generate(self.batch([self._prompt(pixels, token_ids)]), max_new_tokens,
                         sampling=Sampling(temperature, top_p, top_k), seed=seed, eos_id=eos_id,
                         stops=stops, on_token=on_token)
@@ -232,12 +231,9 @@ class Sphinx:
       raise UserError(f"{len(asked)} budgets for {len(turns)} turns")
     budgets = [min(CHAT_NEW_TOKENS, self._room(t.tokens)) if b is None else b
                for t, b in zip(turns, asked)]
-    if min(budgets) < 1:
-      raise UserError(f"max_new_tokens {min(budgets)}: must be at least 1")
     streams = None if on_text is None else [
         _TextStream(self.tokenizer, functools.partial(on_text, i)) for i in range(len(turns))]
-    rows = 1 << (len(turns) - 1).bit_length()  # a power of two: few compiled shapes
-    out = self.generate(self.batch(turns, n_rows=rows), budgets,
+    out = self.generate(self.batch(turns, n_rows=batches.power_of_two(len(turns))), budgets,
                         sampling=Sampling(temperature, top_p), seed=seed,
                         eos_id=self.tokenizer.eos_id, stops=self._stops, steps=steps,
                         on_tokens=None if streams is None else _per_row(streams))

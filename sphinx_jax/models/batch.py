@@ -33,6 +33,11 @@ class Prompt:
   images: dict[str, np.ndarray] | None = None
 
 
+def power_of_two(n: int) -> int:
+  """The smallest power of two >= n: batch rows and decode loop lengths, few compiled shapes."""
+  return 1 << (n - 1).bit_length()
+
+
 def bucketed(length: int) -> int:
   """The padded length of a prompt batch whose longest row has `length` slots."""
   return -(-length // LENGTH_BUCKET) * LENGTH_BUCKET

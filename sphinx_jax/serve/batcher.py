@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 from PIL import Image
 
 from sphinx_jax.inference.sphinx_model import Sphinx
+from sphinx_jax.models.batch import power_of_two
 from sphinx_jax.util.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ class Batcher:
     self.model, self.max_batch, self.max_waiting, self.window_s = (
         model, max_batch, max_waiting, window_s)
     self.max_new_tokens = max_new_tokens
-    self.steps = loop_steps(max_new_tokens)
+    # one decode loop length for every batch: rows stop at their own budgets
+    self.steps = power_of_two(max_new_tokens)
     self._waiting: list[Ticket] = []
     self._wake = threading.Condition()
     self.batch_sizes: list[int] = []  # one entry per decoded batch (for logs and tests)
@@ -159,16 +161,10 @@ class Batcher:
         on_text=lambda row, piece: batch[row]._pieces.put(piece))
 
 
-def loop_steps(max_new_tokens: int) -> int:
-  """The decode loop length every batch of a server shares: its largest answer budget rounded
-  up to a power of two (rows stop at their own budgets; the loop ends when all have)."""
-  return 1 << (max_new_tokens - 1).bit_length()
-
-
 def warm_up(batcher: Batcher) -> list[int]:
   """Compile the batcher's decode for every row bucket (1, 2, 4, ... up to max_batch) of a
   one-image turn, so the first users do not wait for the compiler. The row counts compiled."""
-  rows = sorted({1 << (n - 1).bit_length() for n in range(1, batcher.max_batch + 1)})
+  rows = sorted({power_of_two(n) for n in range(1, batcher.max_batch + 1)})
   image = Image.new("RGB", (64, 64), (128, 128, 128))
   for n in rows:
     batcher.model.chat_batch([image] * n, ["Describe the image."] * n, max_new_tokens=1,
