@@ -282,6 +282,82 @@ def vision_preset(name: str, **overrides: Any):
 
 
 @dataclasses.dataclass(frozen=True)
+class SamConfig(_Config):
+  """Segment Anything: a ViT image encoder (windowed blocks, a global block every
+  `len(blocks) / len(global_blocks)`, decomposed relative positions, a conv neck to `channels`),
+  the prompt encoder and the two-way mask decoder, both `channels` wide."""
+
+  image_size: int = 1024
+  patch_size: int = 16
+  width: int = 768
+  depth: int = 12
+  n_heads: int = 12
+  mlp_dim: int = 3072
+  window_size: int = 14
+  global_blocks: tuple[int, ...] = (2, 5, 8, 11)  # the rest attend within windows
+  norm_eps: float = 1e-6
+  channels: int = 256  # the neck's output: image embedding, prompt and decoder width
+  decoder_depth: int = 2
+  decoder_heads: int = 8
+  decoder_mlp_dim: int = 2048
+  attention_downsample: int = 2  # token<->image attention runs at channels / this
+  n_multimask: int = 3
+  iou_head_width: int = 256  # the IoU head: 3 layers, as in every SAM (so are the hypernetworks)
+  # The two-way blocks' LayerNorms: torch's default 1e-5 in segment_anything; HF's SamModel
+  # builds them with the decoder config's layer_norm_eps (1e-6 in its checkpoints).
+  decoder_norm_eps: float = 1e-5
+  param_dtype: str = "float32"
+  dtype: str = "float32"
+  remat_policy: str = "none"
+  attention: str = "xla"
+  act: str = "gelu"  # vit.Mlp's activation (SAM's encoder: exact GELU)
+
+  def __post_init__(self):
+    if self.width % self.n_heads:
+      raise UserError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
+    if self.image_size % self.patch_size:
+      raise UserError(f"image_size {self.image_size} is not a multiple of patch {self.patch_size}")
+    if (self.channels // self.attention_downsample) % self.decoder_heads:
+      raise UserError(f"channels {self.channels} / {self.attention_downsample} is not a multiple "
+                       f"of decoder_heads {self.decoder_heads}")
+    n = len(self.global_blocks)
+    if not n or self.depth % n or self.global_blocks != tuple(
+        range(self.depth // n - 1, self.depth, self.depth // n)):
+      raise UserError(f"global_blocks {self.global_blocks}: expected every k-th of {self.depth} "
+                       "blocks to be global (k-1, 2k-1, ..., depth-1), as in every SAM")
+    self._check_common()
+
+  @property
+  def grid(self) -> int:
+    return self.image_size // self.patch_size
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.n_heads
+
+  @property
+  def period(self) -> int:
+    """Blocks per windowed run plus its global block."""
+    return self.depth // len(self.global_blocks)
+
+
+# segment_anything's build_sam_vit_{b,l,h}.
+SAM_PRESETS = {
+    "sam_vit_b": SamConfig(),
+    "sam_vit_l": SamConfig(width=1024, depth=24, n_heads=16, mlp_dim=4096,
+                           global_blocks=(5, 11, 17, 23)),
+    "sam_vit_h": SamConfig(width=1280, depth=32, n_heads=16, mlp_dim=5120,
+                           global_blocks=(7, 15, 23, 31)),
+}
+
+
+def sam_preset(name: str, **overrides: Any) -> SamConfig:
+  if name not in SAM_PRESETS:
+    raise KeyError(f"unknown SAM preset {name!r}; known: {sorted(SAM_PRESETS)}")
+  return SAM_PRESETS[name].replace(**overrides)
+
+
+@dataclasses.dataclass(frozen=True)
 class TextConfig(_Config):
   """The small text encoder of the towers' own pre-training (train/towers.py, the embedded
   default's stage 0): a bidirectional pre-norm transformer over token ids, mean-pooled."""

@@ -30,6 +30,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("mlp", "tensor"),
     ("head_dim", None),
     ("layers", None),
+    ("sublayers", None),  # a scan inside the scanned layers (SAM's windowed blocks)
     # activations
     ("batch", ("data", "fsdp")),
     ("length", None),

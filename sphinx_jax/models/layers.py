@@ -43,11 +43,11 @@ def dense(cfg, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
                   kernel_init=kernel_init(axes), bias_init=zeros_init(axes[1:]), name=name)
 
 
-def scanned(block: type[nn.Module], cfg, length: int, in_axes=()):
-  """`block` scanned `length` times, params stacked on a leading 'layers' axis, rematerialised
-  by `cfg.remat_policy`."""
+def scanned(block: type[nn.Module], cfg, length: int, in_axes=(), axis: str = "layers"):
+  """`block` scanned `length` times, params stacked on a leading `axis` (a logical name; a scan
+  inside a scan needs its own), rematerialised by `cfg.remat_policy`."""
   policy = REMAT_POLICIES[cfg.remat_policy]
   if policy is not None:
     block = nn.remat(block, policy=policy, prevent_cse=False)
   return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                 in_axes=in_axes, length=length, metadata_params={nn.PARTITION_NAME: "layers"})
+                 in_axes=in_axes, length=length, metadata_params={nn.PARTITION_NAME: axis})

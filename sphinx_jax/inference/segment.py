@@ -1,0 +1,109 @@
+"""Segment Anything as SPHINX cascades it (paper §3.3.1): boxes in, one instance mask per box.
+
+`SegmentAnything` holds a SAM checkpoint (`launch convert sam`). `masks(image, boxes)` runs the
+image encoder once and decodes every box of the image in one mask-decoder call (boxes padded to
+a power of two, so few shapes compile), then maps the masks back onto the original image
+(`data.sam_image`). `Sphinx.segment` feeds it the boxes of SPHINX's answer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from PIL import Image
+
+from sphinx_jax import sharding
+from sphinx_jax.checkpoints import params_io
+from sphinx_jax.checkpoints.sam import SAM_MODEL
+from sphinx_jax.configs import SamConfig
+from sphinx_jax.data import sam_image
+from sphinx_jax.inference.language_model import load_sharded
+from sphinx_jax.models.batch import power_of_two
+from sphinx_jax.models.sam.sam import Sam
+from sphinx_jax.util.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Masks:
+  masks: np.ndarray  # bool [n, H, W]: one per box, the original image's size
+  scores: np.ndarray  # float32 [n]: SAM's predicted IoU of each mask
+
+
+class SegmentAnything:
+  def __init__(self, config: SamConfig, params, mesh: jax.sharding.Mesh | None = None):
+    self.config, self.params = config, params
+    self.mesh = mesh if mesh is not None else sharding.make_mesh()
+
+  @classmethod
+  def from_pretrained(cls, ckpt_dir: str | os.PathLike, *, dtype: str | None = None,
+                      mesh: jax.sharding.Mesh | None = None) -> "SegmentAnything":
+    """A checkpoint written by `launch convert sam`, sharded on `mesh` (default: all devices on
+    the fsdp axis), in `dtype` (default: as stored)."""
+    config = params_io.read_config(ckpt_dir)
+    if config.get("model") != SAM_MODEL:
+      raise params_io.CheckpointError(
+          f"{ckpt_dir}/config.json: model {config.get('model')!r} is not a SAM model "
+          "(convert one with `launch convert sam`)")
+    try:
+      cfg = SamConfig.from_dict({k: v for k, v in config.items() if k != "model"})
+    except (ValueError, TypeError) as e:
+      raise params_io.CheckpointError(f"{ckpt_dir}/config.json: not a SAM config ({e})") \
+          from None
+    if dtype is not None:
+      cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
+    mesh = mesh if mesh is not None else sharding.make_mesh()
+    init = lambda key: Sam(cfg).init(key, np.zeros((1, cfg.image_size, cfg.image_size, 3)),
+                                     boxes=np.zeros((1, 1, 4)))
+    params, _ = load_sharded(ckpt_dir, init, mesh)
+    return cls(cfg, params, mesh)
+
+  def embed(self, image: Image.Image) -> tuple[np.ndarray, sam_image.SamInput]:
+    """The image embedding [1, grid, grid, channels] and the preprocessed image."""
+    prepared = sam_image.preprocess(image, self.config.image_size)
+    rows = sharding.batch_rows(1, self.mesh)
+    pixels = np.zeros((rows, *prepared.pixels.shape), np.float32)
+    pixels[0] = prepared.pixels
+    with sharding.use_mesh(self.mesh):
+      out = _embed(self.params, sharding.put_batch(pixels, self.mesh), cfg=self.config)
+      return np.asarray(multihost_utils.process_allgather(out, tiled=True)[:1]), prepared
+
+  def masks(self, image: Image.Image, boxes: Sequence[Sequence[float]], *,
+            multimask: bool = False) -> Masks:
+    """One mask per box (x1, y1, x2, y2 in pixels of `image`). `multimask`: decode SAM's three
+    candidates per box and keep the one of highest predicted IoU (for ambiguous prompts); by
+    default the single-mask output, as SAM's predictor for box prompts."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not len(boxes):
+      h, w = image.height, image.width
+      return Masks(np.zeros((0, h, w), bool), np.zeros((0,), np.float32))
+    if not np.isfinite(boxes).all():
+      raise UserError(f"boxes must be finite numbers, got {boxes.tolist()}")
+    embedding, prepared = self.embed(image)
+    n = len(boxes)
+    prompts = np.zeros((1, power_of_two(n), 4), np.float32)
+    prompts[0, :n] = sam_image.boxes_to_input(boxes, prepared.original_size,
+                                              prepared.resized_size)
+    with sharding.use_mesh(self.mesh):
+      logits, iou = _segment(self.params, embedding, prompts, cfg=self.config,
+                             multimask=multimask)
+    logits, iou = np.asarray(logits)[0, :n], np.asarray(iou)[0, :n]  # [n, M, h, w], [n, M]
+    best = iou.argmax(-1)
+    logits = logits[np.arange(n), best]
+    full = sam_image.postprocess_masks(logits, prepared.original_size, prepared.resized_size,
+                                       self.config.image_size)
+    return Masks(np.asarray(sam_image.binarize(full)), iou[np.arange(n), best])
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _embed(params, pixels, *, cfg: SamConfig):
+  return Sam(cfg).apply(params, pixels, method=Sam.embed)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "multimask"))
+def _segment(params, embedding, boxes, *, cfg: SamConfig, multimask: bool):
+  return Sam(cfg).apply(params, embedding, boxes=boxes, multimask=multimask, method=Sam.segment)

@@ -1,0 +1,117 @@
+"""SAM in Flax against HF transformers' SamModel (tiny random configs, fp32, CPU), and the
+conversion of official segment_anything files and HF directories."""
+import functools
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from sphinx_jax.checkpoints import params_io
+from sphinx_jax.checkpoints.sam import (HF, HF_UNUSED, OFFICIAL, OFFICIAL_UNUSED, _HF_BLOCK,
+                                        _OFFICIAL_BLOCK, convert_sam, infer_config, sam_parts)
+from sphinx_jax.checkpoints.torch_io import ConversionError
+from sphinx_jax.checkpoints.vision import Source
+from sphinx_jax.inference.segment import SegmentAnything
+from sphinx_jax.models.sam.sam import Sam
+from tests.sam_refs import nchw, official_state, tiny_hf_sam
+from tests.vision_refs import numpy_state
+
+TOL = 1e-4
+
+
+@functools.cache
+def reference():
+  return tiny_hf_sam()
+
+
+def converted(state: dict, table, unused, block, **kw):
+  src = Source(state.keys(), state.__getitem__, "", table, ignore=unused)
+  cfg = infer_config(src, block, **kw)
+  return cfg, params_io.assemble(sam_parts(src, cfg))
+
+
+@functools.cache
+def ours():
+  hf = reference()
+  return converted(numpy_state(hf), HF, HF_UNUSED, _HF_BLOCK, decoder_heads=2,
+                   decoder_norm_eps=hf.config.mask_decoder_config.layer_norm_eps)
+
+
+def check(name, got, want):
+  got, want = np.asarray(got), np.asarray(want)
+  assert got.shape == want.shape, (name, got.shape, want.shape)
+  diff = float(np.abs(got - want).max())
+  print(f"{name}: max abs diff {diff:.2e} (max |x| {np.abs(want).max():.2f})")
+  assert diff < TOL, name
+
+
+def prompts(seed=0):
+  rng = np.random.RandomState(seed)
+  xy = rng.uniform(0, 40, (2, 3, 2)).astype(np.float32)
+  boxes = np.concatenate([xy, xy + rng.uniform(8, 24, (2, 3, 2))], -1).astype(np.float32)
+  points = rng.uniform(0, 64, (2, 3, 2, 2)).astype(np.float32)
+  labels = np.array([[[1, 0], [1, 1], [0, -10]]] * 2, np.int64)
+  return boxes, points, labels
+
+
+@pytest.mark.parametrize("kind", ["boxes", "points", "both"])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_matches_hf(kind, multimask):
+  hf = reference()
+  cfg, params = ours()
+  pixels = np.random.RandomState(1).randn(2, 64, 64, 3).astype(np.float32)
+  boxes, points, labels = prompts()
+  use_boxes, use_points = kind in ("boxes", "both"), kind in ("points", "both")
+  with torch.no_grad():
+    out = hf(pixel_values=nchw(pixels),
+             input_boxes=torch.from_numpy(boxes) if use_boxes else None,
+             input_points=torch.from_numpy(points) if use_points else None,
+             input_labels=torch.from_numpy(labels) if use_points else None,
+             multimask_output=multimask)
+    want_embedding = hf.get_image_embeddings(nchw(pixels)).numpy().transpose(0, 2, 3, 1)
+  model = Sam(cfg)
+  embedding = model.apply({"params": params}, pixels, method=Sam.embed)
+  check("image embedding", embedding, want_embedding)
+  masks, iou = model.apply(
+      {"params": params}, embedding, points if use_points else None,
+      labels if use_points else None, boxes if use_boxes else None, multimask=multimask,
+      method=Sam.segment)
+  check(f"mask logits ({kind}, multimask={multimask})", masks, out.pred_masks.numpy())
+  check(f"IoU ({kind}, multimask={multimask})", iou, out.iou_scores.numpy())
+
+
+def test_official_layout_and_hf_directory_convert_to_the_same_params(tmp_path):
+  hf = reference()
+  cfg, params = ours()
+  official = official_state(hf)
+  torch.save({k: torch.from_numpy(v) for k, v in official.items()}, tmp_path / "sam_vit_t.pth")
+  dst = convert_sam(tmp_path / "sam_vit_t.pth", tmp_path / "from_official")
+  hf.save_pretrained(tmp_path / "hf")
+  dst_hf = convert_sam(tmp_path / "hf", tmp_path / "from_hf")
+  for d, eps in ((dst, 1e-5), (dst_hf, hf.config.mask_decoder_config.layer_norm_eps)):
+    stored = params_io.read_config(d)
+    assert stored["model"] == "sam" and stored["decoder_norm_eps"] == eps
+    assert stored["decoder_heads"] == (8 if d == dst else 2)
+    loaded = SegmentAnything.from_pretrained(d).params["params"]
+    jax.tree.map(np.testing.assert_array_equal, loaded, params)
+
+
+def test_bad_files_are_named(tmp_path):
+  official = official_state(reference())
+  path = tmp_path / "sam.pth"
+  torch.save({k: torch.from_numpy(v) for k, v in official.items()}, path)
+  truncated = tmp_path / "truncated.pth"
+  truncated.write_bytes(path.read_bytes()[:2000])
+  with pytest.raises(ConversionError, match=r"truncated\.pth: cannot read"):
+    convert_sam(truncated, tmp_path / "out1")
+  missing = {k: v for k, v in official.items() if k != "image_encoder.blocks.2.attn.proj.weight"}
+  with pytest.raises(ConversionError, match=r"missing key 'image_encoder\.blocks\.2\.attn\.proj"):
+    converted(missing, OFFICIAL, OFFICIAL_UNUSED, _OFFICIAL_BLOCK)
+  extra = {**official, "image_encoder.blocks.0.attn.extra": np.zeros(3, np.float32)}
+  with pytest.raises(ConversionError, match=r"unmapped key.*blocks\.0\.attn\.extra"):
+    converted(extra, OFFICIAL, OFFICIAL_UNUSED, _OFFICIAL_BLOCK)
+  wrong = {**official, "mask_decoder.iou_token.weight": np.zeros((2, 32), np.float32)}
+  with pytest.raises(ConversionError, match=r"'mask_decoder\.iou_token\.weight' has shape"):
+    converted(wrong, OFFICIAL, OFFICIAL_UNUSED, _OFFICIAL_BLOCK)
+  assert not (tmp_path / "out1").exists()
