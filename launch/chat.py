@@ -3,7 +3,9 @@
 With --prompt: one answer, streamed, then exit. Without: an interactive session (empty line or
 Ctrl-D ends it; `/image PATH` switches the image; `/reset` forgets the history). Decoding is
 greedy by default, as `eval`. Boxes in an answer (`<p>phrase</p>[x1,y1,x2,y2]`) are drawn on the
-image (enlarged when small) when --boxes-out is given.
+image (enlarged when small) when --boxes-out is given. With --sam (a checkpoint from `launch convert
+sam`), each box of an answer becomes a Segment Anything box prompt and its mask is drawn, tinted,
+in --masks-out (SPHINX's language-referred segmentation).
 
 An answer gets --max-new-tokens, or by default up to 512 new tokens; either way at most what the
 model's context (max_seq_len) leaves after the prompt: a larger --max-new-tokens is reduced, with
@@ -48,6 +50,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                       help="sampling seed (with --temperature > 0): the same seed, the same answer")
   parser.add_argument("--boxes-out", type=Path, default=None,
                       help="save the image with the answer's boxes drawn here (PNG)")
+  parser.add_argument("--sam", type=Path, default=None,
+                      help="a SAM checkpoint (`launch convert sam`): segment each box of an "
+                           "answer (needs --image and --masks-out)")
+  parser.add_argument("--masks-out", type=Path, default=None,
+                      help="with --sam: save the image with each box's mask and phrase here (PNG)")
 
 
 def capped(requested: int | None, room: int) -> int | None:
@@ -68,9 +75,17 @@ def run(args: argparse.Namespace) -> int:
   from sphinx_jax.inference.sphinx_model import ContextFull
   if args.max_new_tokens is not None and args.max_new_tokens < 1:
     raise UserError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+  if (args.sam is None) != (args.masks_out is None) or (args.sam and args.image is None):
+    raise UserError("--sam and --masks-out go together, with --image")
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
+  if args.sam is not None:
+    read_config(args.sam)
   image = read_image_file(args.image) if args.image else None
   model = Sphinx.from_pretrained(args.checkpoint, quantize=args.quantize)
+  sam = None
+  if args.sam is not None:
+    from sphinx_jax import SegmentAnything
+    sam = SegmentAnything.from_pretrained(args.sam, mesh=model.mesh)
   history: list[tuple[str, str]] = []
 
   def answer(question: str, prefix: str = "") -> None:
@@ -88,6 +103,14 @@ def run(args: argparse.Namespace) -> int:
       found = grounding.parse(text)
       grounding.draw(grounding.upscaled(image), found).save(args.boxes_out)
       print(f"[{sum(len(g.coords) for g in found)} box(es) drawn in {args.boxes_out}]")
+    if sam is not None and image is not None:
+      from sphinx_jax.inference import segment
+      result = segment.segment_answer(sam, image, text)
+      if len(result.masks):
+        segment.overlay(image, result).save(args.masks_out)
+        print(f"[{result.message} drawn in {args.masks_out}]")
+      else:
+        print(f"[{result.message}]")
 
   if args.prompt is not None:
     answer(args.prompt)

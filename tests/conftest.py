@@ -29,3 +29,23 @@ def release(tmp_path_factory):
   assert main(["convert", "accessory", "--src", str(src), "--dst", str(dst),
                "--view-plan", "tiny_1k"]) == 0
   return reference, src, dst
+
+
+@pytest.fixture(scope="session")
+def trained_sphinx(tmp_path_factory):
+  """tests/trained_square.py's tiny SPHINX (names a square's colour, detects it), trained once."""
+  from tests.trained_square import train_square_model
+  return train_square_model(tmp_path_factory.mktemp("square_world"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sam(tmp_path_factory):
+  """(HF SamModel, a checkpoint converted from its HF directory by `launch convert sam`):
+  tests/sam_refs' tiny random SAM."""
+  from launch.__main__ import main
+  from tests.sam_refs import tiny_hf_sam
+  root = tmp_path_factory.mktemp("sam")
+  hf = tiny_hf_sam()
+  hf.save_pretrained(root / "hf")
+  assert main(["convert", "sam", "--src", str(root / "hf"), "--dst", str(root / "ckpt")]) == 0
+  return hf, root / "ckpt"

@@ -1,20 +1,27 @@
-"""SAM in Flax against HF transformers' SamModel (tiny random configs, fp32, CPU), and the
-conversion of official segment_anything files and HF directories."""
+"""SAM in Flax against HF transformers' SamModel (tiny random configs, fp32, CPU), the
+conversion of official segment_anything files and HF directories, and the cascade: SPHINX's
+boxes as SAM box prompts (`Sphinx.segment`, `launch chat --sam`)."""
 import functools
 
 import jax
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from launch.__main__ import main
+from sphinx_jax import Sphinx
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.checkpoints.sam import (HF, HF_UNUSED, OFFICIAL, OFFICIAL_UNUSED, _HF_BLOCK,
                                         _OFFICIAL_BLOCK, convert_sam, infer_config, sam_parts)
 from sphinx_jax.checkpoints.torch_io import ConversionError
 from sphinx_jax.checkpoints.vision import Source
+from sphinx_jax.data import tasks
+from sphinx_jax.inference import grounding
 from sphinx_jax.inference.segment import SegmentAnything
 from sphinx_jax.models.sam.sam import Sam
 from tests.sam_refs import nchw, official_state, tiny_hf_sam
+from tests.trained_square import QUESTION, scene
 from tests.vision_refs import numpy_state
 
 TOL = 1e-4
@@ -115,3 +122,68 @@ def test_bad_files_are_named(tmp_path):
   with pytest.raises(ConversionError, match=r"'mask_decoder\.iou_token\.weight' has shape"):
     converted(wrong, OFFICIAL, OFFICIAL_UNUSED, _OFFICIAL_BLOCK)
   assert not (tmp_path / "out1").exists()
+
+
+def hf_pipeline_masks(hf, image, boxes):
+  """HF's processor (64 px longest side), SamModel and post_process_masks, single-mask output."""
+  from transformers import SamProcessor
+  from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
+  pad = {"height": 64, "width": 64}
+  processor = SamProcessor(SamImageProcessorPil(size={"longest_edge": 64}, pad_size=pad))
+  inputs = processor(images=image, input_boxes=[boxes], return_tensors="pt")
+  with torch.no_grad():
+    out = hf(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"].float(),
+             multimask_output=False)
+  logits = processor.image_processor.post_process_masks(
+      out.pred_masks, inputs["original_sizes"], inputs["reshaped_input_sizes"], binarize=False,
+      pad_size=pad)[0][:, 0].numpy()
+  return logits, out.iou_scores[0, :, 0].numpy()
+
+
+def test_masks_equal_hf_end_to_end_on_a_non_square_image(tiny_sam):
+  hf, ckpt = tiny_sam
+  sam = SegmentAnything.from_pretrained(ckpt)
+  image = Image.fromarray(np.random.RandomState(3).randint(0, 256, (50, 80, 3), np.uint8))
+  boxes = [[5.0, 5.0, 40.0, 30.0], [30.0, 10.0, 70.0, 45.0], [0.0, 0.0, 80.0, 50.0]]
+  got = sam.masks(image, boxes)
+  logits, scores = hf_pipeline_masks(hf, image, boxes)
+  assert got.masks.shape == (3, 50, 80) and got.masks.dtype == bool
+  decided = np.abs(logits) > 1e-5
+  print(f"{(got.masks != (logits > 0)).sum()} of {got.masks.size} pixels differ; "
+        f"{got.masks.mean():.2f} of the pixels are in a mask")
+  np.testing.assert_array_equal(got.masks[decided], (logits > 0)[decided])
+  check("IoU", got.scores, scores)
+  assert sam.masks(image, []).masks.shape == (0, 50, 80)
+
+
+def test_sphinx_boxes_become_sam_masks(trained_sphinx, tiny_sam, tmp_path, capsys):
+  sphinx, sam = Sphinx.from_pretrained(trained_sphinx), SegmentAnything.from_pretrained(tiny_sam[1])
+  image = scene("red")
+  result = sphinx.segment(image, tasks.DETECTION, sam, max_new_tokens=32)
+  print(result.answer)
+  assert result.phrases == ["red square"]
+  np.testing.assert_allclose(result.boxes, [[16, 16, 48, 48]])
+  assert result.masks.shape == (1, 64, 64) and result.message == "1 mask(s)"
+  np.testing.assert_array_equal(result.masks, sam.masks(image, result.boxes).masks)
+  none = sphinx.segment(image, QUESTION, sam, max_new_tokens=8)
+  assert none.answer == "red" and none.masks.shape == (0, 64, 64)
+  assert "the answer has no boxes, so there is nothing to segment" in none.message
+
+  image.save(tmp_path / "red.png")
+  chat = ["chat", "--checkpoint", str(trained_sphinx), "--image", str(tmp_path / "red.png"),
+          "--sam", str(tiny_sam[1]), "--masks-out", str(tmp_path / "masks.png"),
+          "--max-new-tokens", "32", "--prompt"]
+  assert main(chat + [tasks.DETECTION]) == 0
+  assert f"[1 mask(s) drawn in {tmp_path / 'masks.png'}]" in capsys.readouterr().out
+  drawn = np.asarray(Image.open(tmp_path / "masks.png").convert("RGB"), np.int32)
+  plain = np.asarray(grounding.upscaled(image), np.int32)
+  assert drawn.shape == plain.shape == (512, 512, 3)  # enlarged x8 to reach 480
+  tinted = result.masks[0].repeat(8, 0).repeat(8, 1)
+  changed = np.abs(drawn - plain).sum(-1) > 0
+  assert changed[tinted].mean() > 0.9  # every mask pixel is tinted (labels cover a few more)
+  (tmp_path / "masks.png").unlink()
+  assert main(chat + [QUESTION]) == 0
+  assert "[the answer has no boxes, so there is nothing to segment" in capsys.readouterr().out
+  assert not (tmp_path / "masks.png").exists()
+  assert main(chat[:-5] + ["--prompt", QUESTION, "--sam", str(tiny_sam[1])]) == 1
+  assert "--sam and --masks-out go together" in capsys.readouterr().err

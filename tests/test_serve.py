@@ -7,14 +7,12 @@ box. Chromium comes from the system's packages (Debian: `apt-get install chromiu
 drives it without downloading a browser. The screenshot lands in artifacts/serve_demo.png.
 """
 import functools
-import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,30 +21,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sphinx_jax.configs import sphinx_preset
-from sphinx_jax.data import pipeline, sources, synthetic, tasks, templates
+from sphinx_jax.data import tasks
 from sphinx_jax.data.synthetic_scenes import COLOURS
+from tests.trained_square import QUESTION, scene
 from sphinx_jax.inference.sphinx_model import Sphinx
 from launch import serve
 from sphinx_jax.serve.batcher import Batcher, Busy, Request
 from sphinx_jax.serve.uploads import read_frames
 from sphinx_jax.util.errors import UserError
-from sphinx_jax.sharding import MeshConfig
-from sphinx_jax.train.config import Experiment, OptimConfig, TrainConfig
-from sphinx_jax.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
-QUESTION = "What colour is the square?"
-STEPS = 120
-TOKENS_PER_IMAGE = sphinx_preset("tiny").image_tokens
-
-
-def _scene(colour: str) -> Image.Image:
-  """A 64-px white image with a centred 32-px square of `colour`: box [0.25,0.25,0.75,0.75]."""
-  image = Image.new("RGB", (64, 64), (255, 255, 255))
-  image.paste(COLOURS[colour], (16, 16, 48, 48))
-  return image
 
 
 def _video(path: Path, n: int) -> Path:
@@ -68,7 +53,7 @@ def test_uploads_become_the_frames_of_one_media(tmp_path):
   read = functools.partial(read_frames, max_frames=4, max_pixels=100 * 100, max_bytes=2**20)
   names = []
   for i, colour in enumerate(COLOURS):
-    _scene(colour).save(tmp_path / f"{i}.png")
+    scene(colour).save(tmp_path / f"{i}.png")
     names.append(tmp_path / f"{i}.png")
   assert [f.getpixel((32, 32)) for f in read(names[::-1])] == list(COLOURS.values())[::-1]
   grey = [f.getpixel((8, 8))[0] for f in read([_video(tmp_path / "clip.mp4", 30)])]
@@ -101,55 +86,19 @@ def test_serve_without_a_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
   assert serve.resolve_checkpoint(None) == serve.DEFAULT_MODEL
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-  """A tiny SPHINX trained to name the square's colour and to detect it."""
-  root = tmp_path_factory.mktemp("serve_world")
-  (root / "images").mkdir()
-  rng = np.random.default_rng(0)
-  dialogs, detection, texts = [], [], []
-  for i in range(192):
-    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-    _scene(colour).save(root / "images" / f"{i}.png")
-    image = f"images/{i}.png"
-    dialogs.append({"image": image, "conversations": [
-        {"from": "human", "value": f"<image>\n{QUESTION}"}, {"from": "gpt", "value": colour}]})
-    detection.append({"image": image, "objects": [{"label": f"{colour} square",
-                                                   "box": [16, 16, 48, 48]}]})
-    texts += [templates.conversation_prompt([(QUESTION, colour)]),
-              templates.conversation_prompt(tasks.detection(detection[-1], (64, 64)))]
-  for name, records in (("dialogs", dialogs), ("detection", detection)):
-    (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-  synthetic.train_tokenizer(texts * 4, root / "tokenizer.model")
-  run = root / "run"
-  train(Experiment(
-      str(run),
-      TrainConfig(model="tiny", steps=STEPS, log_every=STEPS, checkpoint_every=1000,
-                  mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
-                  optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=10, weight_decay=0.0)),
-      pipeline.DataConfig(tokenizer=str(root / "tokenizer.model"),
-                          sources=(sources.Conversations(str(root / "dialogs.jsonl"),
-                                                         str(root)),
-                                   sources.Task(str(root / "detection.jsonl"), "detection",
-                                                image_root=str(root))),
-                          view_plan="tiny", tokens_per_image=TOKENS_PER_IMAGE, seq_len=112, batch_size=16,
-                          threads=1)))
-  return run / f"params_step{STEPS}"
-
-
-def test_the_fixture_model_sees_and_boxes(checkpoint):
-  model = Sphinx.from_pretrained(checkpoint)
+def test_the_fixture_model_sees_and_boxes(trained_sphinx):
+  model = Sphinx.from_pretrained(trained_sphinx)
   colours = ["red", "blue", "green", "yellow"]
-  answers = model.chat_batch([_scene(c) for c in colours], [QUESTION] * 4, max_new_tokens=8)
+  answers = model.chat_batch([scene(c) for c in colours], [QUESTION] * 4, max_new_tokens=8)
   print("answers:", answers)
   assert sum(a == c for a, c in zip(answers, colours)) >= 3
-  assert "[0.25,0.25,0.75,0.75]" in model.chat(_scene("red"), tasks.DETECTION, max_new_tokens=32)
+  assert "[0.25,0.25,0.75,0.75]" in model.chat(scene("red"), tasks.DETECTION, max_new_tokens=32)
 
 
-def test_the_batcher_streams_each_row_and_equals_chat_alone(checkpoint):
-  model = Sphinx.from_pretrained(checkpoint)
+def test_the_batcher_streams_each_row_and_equals_chat_alone(trained_sphinx):
+  model = Sphinx.from_pretrained(trained_sphinx)
   batcher = Batcher(model, max_batch=4, max_waiting=3, max_new_tokens=32, window_s=1.0)
-  scenes = [_scene(c) for c in ("red", "blue", "green")]
+  scenes = [scene(c) for c in ("red", "blue", "green")]
   turns = [((s,), q) for s, q in zip(scenes, (QUESTION, tasks.DETECTION, QUESTION))]
   alone = [model.chat(s[0], q, max_new_tokens=32) for s, q in turns]
   with pytest.raises(UserError, match="max_new_tokens 0: must be at least 1"):
@@ -171,7 +120,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint):
+def server(trained_sphinx):
   """`python -m launch serve` on 127.0.0.1, images limited to 512 x 512 pixels."""
   port = _free_port()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as users run it
@@ -179,7 +128,7 @@ def server(checkpoint):
          "SPHINX_MAX_IMAGE_PIXELS": str(512 * 512)}
   log = open(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "serve_test.log", "w")
   proc = subprocess.Popen([sys.executable, "-m", "launch", "serve", "--checkpoint",
-                           str(checkpoint), "--port", str(port), "--max-new-tokens", "32"],
+                           str(trained_sphinx), "--port", str(port), "--max-new-tokens", "32"],
                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
   url = f"http://127.0.0.1:{port}/"
   deadline = time.time() + 240
@@ -243,7 +192,7 @@ def _status(page, text: str) -> None:
 
 def test_a_person_chats_about_an_image_and_sees_the_boxes(page, tmp_path):
   from playwright.sync_api import expect
-  _scene("blue").save(tmp_path / "blue.png")
+  scene("blue").save(tmp_path / "blue.png")
   page.locator("#upload input[type=file]").set_input_files(tmp_path / "blue.png")
   page.wait_for_selector("#picture img")
   _ask(page, QUESTION)
@@ -263,7 +212,7 @@ def test_a_person_chats_about_an_image_and_sees_the_boxes(page, tmp_path):
 
 def test_bad_inputs_get_a_message_while_a_parallel_request_completes(page, server, tmp_path):
   from gradio_client import Client, handle_file
-  _scene("red").save(tmp_path / "red.png")
+  scene("red").save(tmp_path / "red.png")
   client = Client(server, verbose=False)
   with ThreadPoolExecutor(1) as pool:
     parallel = pool.submit(lambda: [client.predict(handle_file(str(tmp_path / "red.png")),
@@ -289,7 +238,7 @@ def test_concurrent_api_requests_are_batched_and_answer_as_alone(server, tmp_pat
   from gradio_client import Client, handle_file
   files = []
   for i, c in enumerate(list(COLOURS) * 2):
-    _scene(c).save(tmp_path / f"{i}.png")
+    scene(c).save(tmp_path / f"{i}.png")
     files.append(handle_file(str(tmp_path / f"{i}.png")))
   client = Client(server, verbose=False)
 

@@ -15,7 +15,7 @@ from sphinx_jax.data.image import to_rgb
 
 _NUMBER = r"\d+\.\d+"
 _GROUP = re.compile(r"(?:<p>(?P<phrase>.*?)</p>\s*)?\[(?P<body>[^\[\]]*)\]")
-_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
             (70, 240, 240), (240, 50, 230), (210, 245, 60))
 
 
@@ -69,7 +69,7 @@ def draw(image: Image.Image, groundings: list[Grounding]) -> Image.Image:
   radius = max(2, max(out.size) // 100)
   font = ImageFont.load_default(size=max(12, max(out.size) // 32))
   for i, g in enumerate(groundings):
-    color = _PALETTE[i % len(_PALETTE)]
+    color = PALETTE[i % len(PALETTE)]
     for coords in g.coords:
       c = to_image(coords, *out.size)
       if len(c) == 4:

@@ -22,6 +22,8 @@ from sphinx_jax.checkpoints import params_io
 from sphinx_jax.checkpoints.sam import SAM_MODEL
 from sphinx_jax.configs import SamConfig
 from sphinx_jax.data import sam_image
+from sphinx_jax.data.image import to_rgb
+from sphinx_jax.inference import grounding
 from sphinx_jax.inference.language_model import load_sharded
 from sphinx_jax.models.batch import power_of_two
 from sphinx_jax.models.sam.sam import Sam
@@ -97,6 +99,62 @@ class SegmentAnything:
     full = sam_image.postprocess_masks(logits, prepared.original_size, prepared.resized_size,
                                        self.config.image_size)
     return Masks(np.asarray(sam_image.binarize(full)), iou[np.arange(n), best])
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+  """SPHINX's answer, its boxes in image pixels (one phrase each) and SAM's mask of each box."""
+
+  answer: str
+  phrases: list[str | None]
+  boxes: np.ndarray  # float32 [n, 4] x1, y1, x2, y2
+  masks: np.ndarray  # bool [n, H, W]
+  scores: np.ndarray  # float32 [n]: SAM's predicted IoU
+
+  @property
+  def message(self) -> str:
+    if not len(self.boxes):
+      return "the answer has no boxes, so there is nothing to segment (ask for a detection " \
+             "or a referring expression)"
+    return f"{len(self.boxes)} mask(s)"
+
+
+def answer_boxes(answer: str, width: int, height: int) -> tuple[list[str | None], np.ndarray]:
+  """The boxes of an answer (`<p>phrase</p>[x1,y1,x2,y2;...]`; keypoints are not boxes) in
+  pixels of the width x height image, ordered corners, clipped to the image."""
+  phrases, boxes = [], []
+  for found in grounding.parse(answer):
+    for coords in found.coords:
+      if len(coords) == 4:
+        x1, y1, x2, y2 = grounding.to_image(coords, width, height)
+        phrases.append(found.phrase)
+        boxes.append((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  return phrases, np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+
+
+def segment_answer(sam: SegmentAnything, image: Image.Image, answer: str, *,
+                   multimask: bool = False) -> Segmentation:
+  """Each box of `answer` (about `image`) as a SAM box prompt: the cascade of paper §3.3.1."""
+  phrases, boxes = answer_boxes(answer, image.width, image.height)
+  masks = sam.masks(image, boxes, multimask=multimask)
+  return Segmentation(answer, phrases, boxes, masks.masks, masks.scores)
+
+
+def overlay(image: Image.Image, segmentation: Segmentation, min_side: int = 480) -> Image.Image:
+  """`image` (enlarged to `min_side` when small) with each mask tinted in its box's colour,
+  and the boxes and phrases drawn over them (`grounding.draw`'s colours)."""
+  out = grounding.upscaled(to_rgb(image), min_side)
+  factor = out.width // image.width
+  pixels = np.asarray(out, np.float32).copy()
+  for i, mask in enumerate(segmentation.masks):
+    mask = mask.repeat(factor, 0).repeat(factor, 1)
+    colour = np.asarray(grounding.PALETTE[i % len(grounding.PALETTE)], np.float32)
+    pixels[mask] = 0.45 * pixels[mask] + 0.55 * colour
+  found = [grounding.Grounding(phrase, (grounding.to_square(tuple(box), image.width,
+                                                            image.height),))
+           for phrase, box in zip(segmentation.phrases, segmentation.boxes)]
+  return grounding.draw(Image.fromarray(pixels.round().astype(np.uint8)), found)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

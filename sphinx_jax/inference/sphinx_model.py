@@ -27,6 +27,7 @@ from sphinx_jax.data.tokenizer import Tokenizer
 from sphinx_jax.inference.generate import generate, streaming, trim
 from sphinx_jax.inference.language_model import eos_of, load_sharded
 from sphinx_jax.inference.sampling import Sampling
+from sphinx_jax.inference.segment import SegmentAnything, Segmentation, segment_answer
 from sphinx_jax.models import batch as batches
 from sphinx_jax.models.batch import Prompt
 from sphinx_jax.models.llama import init_cache
@@ -238,6 +239,18 @@ class Sphinx:
                         eos_id=self.tokenizer.eos_id, stops=self._stops, steps=steps,
                         on_tokens=None if streams is None else _per_row(streams))
     return [self._answer(row) for row in out[:len(turns)]]
+
+  def segment(self, image: Image.Image, prompt: str, sam: SegmentAnything,
+              history: Sequence[tuple[str, str]] = (), *, multimask: bool = False,
+              **chat_kwargs) -> Segmentation:
+    """Language-referred segmentation (paper §3.3.1): SPHINX answers `prompt` about `image`
+    (a detection or referring prompt answers with boxes), each box becomes a SAM box prompt,
+    and SAM gives one mask per box, the image's size. An answer without boxes has no masks
+    (`Segmentation.message` says so). `chat_kwargs`: `chat`'s."""
+    if not isinstance(image, Image.Image):
+      raise UserError("segment takes one image (masks are drawn on it)")
+    answer = self.chat(image, prompt, history, **chat_kwargs)
+    return segment_answer(sam, image, answer, multimask=multimask)
 
   def _turn(self, image: Media, question: str, history: Sequence[tuple[str, str]]) -> Prompt:
     frames = _frames(image)
