@@ -21,6 +21,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                            "default's final model, if `python -m launch train` made one)")
   parser.add_argument("--quantize", choices=QUANTIZE, default=None,
                       help="load the LLM's matmul weights quantized (as `chat --quantize`)")
+  parser.add_argument("--sam", type=Path, default=None,
+                      help="a SAM checkpoint (`launch convert sam`): each box of an answer is "
+                           "segmented and its mask drawn")
   parser.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (0.0.0.0: every interface)")
   parser.add_argument("--port", type=int, default=7860, help="port to listen on")
@@ -62,14 +65,20 @@ def run(args: argparse.Namespace) -> int:
   from sphinx_jax.serve.batcher import Batcher, warm_up
 
   read_config(checkpoint)  # a missing/bad config.json fails before anything is loaded
+  if args.sam is not None:
+    read_config(args.sam)
   print(f"loading {checkpoint} ...", flush=True)
   model = Sphinx.from_pretrained(checkpoint, quantize=args.quantize)
+  sam = None
+  if args.sam is not None:
+    from sphinx_jax import SegmentAnything
+    sam = SegmentAnything.from_pretrained(args.sam, mesh=model.mesh)
   limits = app.Limits(max_frames=args.max_frames, max_upload_mb=args.max_upload_mb)
   batcher = Batcher(model, max_batch=args.max_batch, max_waiting=args.max_waiting,
                     max_new_tokens=args.max_new_tokens)
   if not args.no_warmup:
     print(f"compiling the decode for batches of {warm_up(batcher)} rows", flush=True)
-  demo = app.build(batcher, limits, title=f"SPHINX: {checkpoint.resolve().name}")
+  demo = app.build(batcher, limits, title=f"SPHINX: {checkpoint.resolve().name}", sam=sam)
   print(f"serving {checkpoint} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
   demo.launch(server_name=args.host, server_port=args.port, theme=app.THEME,
               max_file_size=f"{args.max_upload_mb}mb", show_error=True, quiet=True)

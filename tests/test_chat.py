@@ -131,8 +131,9 @@ def test_chat_without_config_json_is_one_line_naming_it(tmp_path, capsys):
   assert str(tmp_path / "ckpt" / "config.json") in err and err.count("\n") == 1
 
 
-def test_inference_notebook_runs(release, tmp_path, monkeypatch):
+def test_inference_notebook_runs(release, tiny_sam, tmp_path, monkeypatch):
   monkeypatch.setenv("SPHINX_CHECKPOINT", str(release[2]))
+  monkeypatch.setenv("SAM_CHECKPOINT", str(tiny_sam[1]))
   monkeypatch.setenv("SPHINX_IMAGE", str(_png(tmp_path / "nb.png")))
   monkeypatch.setenv("XLA_FLAGS", os.environ["XLA_FLAGS"])
   notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -141,7 +142,9 @@ def test_inference_notebook_runs(release, tmp_path, monkeypatch):
   outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
   assert not [o for o in outputs if o.output_type == "error"]
   assert any("image tokens per image" in o.get("text", "") for o in outputs)
-  assert outputs[-1].output_type == "execute_result" and "image/png" in outputs[-1].data
+  drawn = [o for o in outputs if "image/png" in o.get("data", {})]
+  assert len(drawn) == 2  # the boxes, then the masks
+  assert any("pixels per mask" in o.get("text", "") for o in outputs)
 
 
 @pytest.mark.parametrize("change", [{"source": "elsewhere"}, {"llm": 3}])

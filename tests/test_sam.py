@@ -2,20 +2,23 @@
 conversion of official segment_anything files and HF directories, and the cascade: SPHINX's
 boxes as SAM box prompts (`Sphinx.segment`, `launch chat --sam`)."""
 import functools
+import math
 
 import jax
 import numpy as np
 import pytest
 import torch
+import transformers
 from PIL import Image
 
 from launch.__main__ import main
-from sphinx_jax import Sphinx
+from sphinx_jax import Sphinx, sharding
 from sphinx_jax.checkpoints import params_io
 from sphinx_jax.checkpoints.sam import (HF, HF_UNUSED, OFFICIAL, OFFICIAL_UNUSED, _HF_BLOCK,
                                         _OFFICIAL_BLOCK, convert_sam, infer_config, sam_parts)
 from sphinx_jax.checkpoints.torch_io import ConversionError
 from sphinx_jax.checkpoints.vision import Source
+from sphinx_jax.configs import sam_preset
 from sphinx_jax.data import tasks
 from sphinx_jax.inference import grounding
 from sphinx_jax.inference.segment import SegmentAnything
@@ -187,3 +190,34 @@ def test_sphinx_boxes_become_sam_masks(trained_sphinx, tiny_sam, tmp_path, capsy
   assert not (tmp_path / "masks.png").exists()
   assert main(chat[:-5] + ["--prompt", QUESTION, "--sam", str(tiny_sam[1])]) == 1
   assert "--sam and --masks-out go together" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset,hf_vision", [
+    ("sam_vit_b", {}),
+    ("sam_vit_l", dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                       global_attn_indexes=[5, 11, 17, 23])),
+    ("sam_vit_h", dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16,
+                       global_attn_indexes=[7, 15, 23, 31])),
+])
+def test_presets_shapes_shardings_and_sizes(preset, hf_vision):
+  """ViT-B/L/H by shape only: HF's SamModel of the same size (on the meta device) has as many
+  parameters, less the mask-prompt encoder we skip and its tied copy of the Fourier matrix."""
+  cfg = sam_preset(preset)
+  module = Sam(cfg)
+  x = jax.ShapeDtypeStruct((1, 1024, 1024, 3), np.float32)
+  boxes = jax.ShapeDtypeStruct((1, 5, 4), np.float32)
+  mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=4, tensor=2))
+  abstract, shardings = sharding.param_shardings(lambda k, x, b: module.init(k, x, boxes=b),
+                                                 mesh, jax.random.key(0), x, boxes)
+  with sharding.use_mesh(mesh):
+    masks, iou = jax.eval_shape(lambda p, x, b: module.apply(p, x, boxes=b), abstract, x, boxes)
+  assert masks.shape == (1, 5, 3, 256, 256) and iou.shape == (1, 5, 3)
+  qkv = shardings["params"]["image_encoder"]["layers"]["global"]["attn"]["wq"].spec
+  assert qkv == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+  with torch.device("meta"):
+    hf = transformers.SamModel(transformers.SamConfig(vision_config=hf_vision))
+  kept = sum(p.numel() for n, p in hf.named_parameters(remove_duplicate=False)
+             if ".mask_embed." not in n and "prompt_encoder.shared_embedding" not in n)
+  ours_n = sum(math.prod(a.shape) for a in jax.tree.leaves(abstract))
+  print(f"{preset}: {ours_n:,} parameters")
+  assert ours_n == kept

@@ -120,15 +120,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(trained_sphinx):
-  """`python -m launch serve` on 127.0.0.1, images limited to 512 x 512 pixels."""
+def server(trained_sphinx, tiny_sam):
+  """`python -m launch serve` on 127.0.0.1 with a (tiny random) SAM, images limited to 512 x 512
+  pixels."""
   port = _free_port()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as users run it
   env = {**env, "JAX_PLATFORMS": "cpu", "GRADIO_ANALYTICS_ENABLED": "False",
          "SPHINX_MAX_IMAGE_PIXELS": str(512 * 512)}
   log = open(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "serve_test.log", "w")
   proc = subprocess.Popen([sys.executable, "-m", "launch", "serve", "--checkpoint",
-                           str(trained_sphinx), "--port", str(port), "--max-new-tokens", "32"],
+                           str(trained_sphinx), "--sam", str(tiny_sam[1]), "--port", str(port),
+                           "--max-new-tokens", "32"],
                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
   url = f"http://127.0.0.1:{port}/"
   deadline = time.time() + 240
@@ -190,7 +192,7 @@ def _status(page, text: str) -> None:
   page.wait_for_function("t => document.querySelector('#status').innerText.includes(t)", arg=text)
 
 
-def test_a_person_chats_about_an_image_and_sees_the_boxes(page, tmp_path):
+def test_a_person_chats_about_an_image_and_sees_the_boxes_and_masks(page, tmp_path):
   from playwright.sync_api import expect
   scene("blue").save(tmp_path / "blue.png")
   page.locator("#upload input[type=file]").set_input_files(tmp_path / "blue.png")
@@ -202,7 +204,7 @@ def test_a_person_chats_about_an_image_and_sees_the_boxes(page, tmp_path):
   page.get_by_role("button", name="Detect all objects").click()
   expect(page.locator("#question textarea")).to_have_value(tasks.DETECTION)
   page.locator("#send").click()
-  _status(page, "1 box(es)")
+  _status(page, "1 mask(s) drawn (Segment Anything)")
   _assistant_says(page, "blue square")
   page.wait_for_function("s => document.querySelector('#picture img').src !== s", arg=before)
   page.screenshot(path=ARTIFACTS / "serve_demo.png", full_page=True)

@@ -1,7 +1,8 @@
 """The web demo (`launch serve`): a Gradio Blocks page in front of a `Batcher`.
 
 Upload one image, several, or a short video; ask; the answer streams into the chat; boxes and
-keypoints of a grounded answer are drawn on the (first) image beside it. Every event that decodes
+keypoints of a grounded answer are drawn on the (first) image beside it, and with a SAM model
+each box's mask too (SPHINX's language-referred segmentation). Every event that decodes
 goes through the batcher, so concurrent users share batched generate calls. `/chat` is the same
 turn as an API endpoint for `gradio_client` (greedy, no history). Bad input becomes a message in
 the page (the status line) or a gr.Error for API callers; the server keeps serving.
@@ -18,7 +19,7 @@ import gradio as gr
 from sphinx_jax.data import tasks
 from sphinx_jax.data.records import pixel_limit
 from sphinx_jax.data.synthetic_text import OCR_QUESTION
-from sphinx_jax.inference import grounding
+from sphinx_jax.inference import grounding, segment
 from sphinx_jax.serve.batcher import Batcher, Request
 from sphinx_jax.serve.uploads import read_frames
 from sphinx_jax.util.errors import UserError
@@ -42,9 +43,11 @@ class Limits:
   max_upload_mb: int = 50
 
 
-def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") -> gr.Blocks:
+def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX",
+          sam: segment.SegmentAnything | None = None) -> gr.Blocks:
   """The page and the `/chat` endpoint, wired to `batcher` (its max_new_tokens caps answers,
-  its max_batch + max_waiting bound the requests in flight)."""
+  its max_batch + max_waiting bound the requests in flight); `sam`: each box of an answer is
+  segmented, its mask drawn with it."""
   max_pixels = pixel_limit() if limits.max_pixels is None else limits.max_pixels
 
   def frames_of(paths) -> list:
@@ -89,12 +92,7 @@ def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") ->
       return
     answer = ticket.answer
     chat[-1] = {"role": "assistant", "content": html.escape(answer)}
-    found = grounding.parse(answer)
-    picture, note = gr.skip(), ""
-    if found and frames:
-      picture = grounding.draw(_preview(frames), found)
-      note = f"{sum(len(g.coords) for g in found)} box(es) / point(s) drawn on the image"
-    yield chat, [*turns, (question, answer)], picture, note, gr.skip()
+    yield chat, [*turns, (question, answer)], *_drawn(answer, frames, sam), gr.skip()
 
   def api_chat(image, question):
     """One greedy turn about an image (no history): the answer's text."""
@@ -110,7 +108,8 @@ def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") ->
   with gr.Blocks(title=title, analytics_enabled=False) as demo:
     media, turns = gr.State([]), gr.State([])
     gr.Markdown(f"## {title}\nUpload an image, several images, or a short video, then ask. "
-                "Boxes in an answer are drawn on the image.")
+                "Boxes in an answer are drawn on the image"
+                + (", with their Segment Anything masks." if sam else "."))
     with gr.Row():
       with gr.Column(scale=2):
         files = gr.File(label="Image(s) or a short video", file_count="multiple",
@@ -156,6 +155,20 @@ def build(batcher: Batcher, limits: Limits = Limits(), title: str = "SPHINX") ->
   # Gradio runs up to `in_flight` decode events at once, so the batcher sees every waiting
   # request and its bound (Busy) is the one users meet; Gradio's queue is a backstop.
   return demo.queue(max_size=batcher.max_waiting, default_concurrency_limit=batcher.max_batch)
+
+
+def _drawn(answer: str, frames, sam) -> tuple:
+  """(picture, note) for an answer: its boxes / keypoints drawn on the first frame, each box's
+  SAM mask under it when there is a SAM."""
+  found = grounding.parse(answer)
+  if not (found and frames):
+    return gr.skip(), ""
+  if sam is not None:
+    result = segment.segment_answer(sam, frames[0], answer)
+    if len(result.masks):
+      return segment.overlay(frames[0], result), f"{result.message} drawn (Segment Anything)"
+  note = f"{sum(len(g.coords) for g in found)} box(es) / point(s) drawn on the image"
+  return grounding.draw(_preview(frames), found), note
 
 
 def _preview(frames):
