@@ -116,8 +116,10 @@ def test_bad_files_are_named(tmp_path):
   with pytest.raises(ConversionError, match=r"truncated\.pth: cannot read"):
     convert_sam(truncated, tmp_path / "out1")
   missing = {k: v for k, v in official.items() if k != "image_encoder.blocks.2.attn.proj.weight"}
-  with pytest.raises(ConversionError, match=r"missing key 'image_encoder\.blocks\.2\.attn\.proj"):
-    converted(missing, OFFICIAL, OFFICIAL_UNUSED, _OFFICIAL_BLOCK)
+  torch.save({k: torch.from_numpy(v) for k, v in missing.items()}, tmp_path / "missing.pth")
+  with pytest.raises(ConversionError, match=r"missing\.pth: missing key "
+                                            r"'image_encoder\.blocks\.2\.attn\.proj\.weight'$"):
+    convert_sam(tmp_path / "missing.pth", tmp_path / "out1")
   extra = {**official, "image_encoder.blocks.0.attn.extra": np.zeros(3, np.float32)}
   with pytest.raises(ConversionError, match=r"unmapped key.*blocks\.0\.attn\.extra"):
     converted(extra, OFFICIAL, OFFICIAL_UNUSED, _OFFICIAL_BLOCK)
@@ -156,6 +158,8 @@ def test_masks_equal_hf_end_to_end_on_a_non_square_image(tiny_sam):
         f"{got.masks.mean():.2f} of the pixels are in a mask")
   np.testing.assert_array_equal(got.masks[decided], (logits > 0)[decided])
   check("IoU", got.scores, scores)
+  alone = [sam.masks(image, [box]) for box in boxes]  # 3 boxes were one call of 4 rows
+  np.testing.assert_array_equal(got.masks, np.concatenate([a.masks for a in alone]))
   assert sam.masks(image, []).masks.shape == (0, 50, 80)
 
 

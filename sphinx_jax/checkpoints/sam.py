@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import jax
 import numpy as np
 
 from sphinx_jax.checkpoints import source_files
@@ -96,7 +97,7 @@ def infer_config(src: Source, block: str, decoder_heads: int = 8,
   patch = src.shape("patch.weight")
   depth = src.count(block)
   if depth == 0:
-    raise ConversionError(f"no image encoder blocks in {src.prefix or 'the checkpoint'}")
+    raise ConversionError(f"no image encoder blocks ({block}*): not a SAM checkpoint")
   spans = [src.shape("rel_h", i=i) for i in range(depth)]
   global_blocks = tuple(i for i, s in enumerate(spans) if s[0] == 2 * grid - 1)
   windowed = [s[0] for s in spans if s[0] != 2 * grid - 1]
@@ -129,7 +130,6 @@ def _block(src: Source, cfg: SamConfig, i: int) -> dict:
 
 
 def _stack(trees: list[dict]) -> dict:
-  import jax
   return jax.tree.map(lambda *xs: np.stack(xs), *trees)
 
 
@@ -208,7 +208,7 @@ def convert_sam(src: Path, dst: Path, dtype: str | None = None) -> Path:
     hf = read_json(src / "config.json")
     state = SafetensorsStateDict(src)
     decoder = hf.get("mask_decoder_config") or {}
-    source = Source(state.keys(), state.get, "", HF, ignore=HF_UNUSED)
+    source = Source(state.keys(), state.get, "", HF, ignore=HF_UNUSED, origin=str(src))
     cfg = infer_config(source, _HF_BLOCK, decoder.get("num_attention_heads", 8),
                        decoder.get("layer_norm_eps", 1e-6), dtype)
     fmt, root, files = "hf", src, [src / "config.json", *state.files]
@@ -217,7 +217,7 @@ def convert_sam(src: Path, dst: Path, dtype: str | None = None) -> Path:
     if not isinstance(state, dict):
       raise ConversionError(f"{src}: expected a state dict, got {type(state).__name__}")
     source = Source(state.keys(), lambda key: to_numpy(state[key]), "", OFFICIAL,
-                    ignore=OFFICIAL_UNUSED)
+                    ignore=OFFICIAL_UNUSED, origin=str(src))
     cfg = infer_config(source, _OFFICIAL_BLOCK, dtype=dtype)
     fmt, root, files = "segment_anything", src.parent, [src]
   else:

@@ -76,13 +76,15 @@ class Source:
   alternatives, the first one present wins (HF renamed keys across versions). A canonical
   'a.weight' that is not in the table resolves through entry 'a' plus '.weight'.
   ignore: regexes of keys that exist but are not part of the features (heads, text paths).
+  origin: the file or directory the tensors come from, named in errors.
   """
 
   def __init__(self, keys: Iterable[str], get: Getter, prefix: str, table: dict,
-               ignore: Iterable[str] = ()):
+               ignore: Iterable[str] = (), origin: str | None = None):
     self.names = {k[len(prefix):] for k in keys if k.startswith(prefix)}
+    self._origin = f"{origin}: " if origin else ""
     if not self.names:
-      raise ConversionError(f"no tensors under prefix {prefix!r}")
+      raise ConversionError(f"{self._origin}no tensors under prefix {prefix!r}")
     self.get, self.prefix, self.table = get, prefix, table
     patterns = [re.compile(_regex(t) + r"(\.weight|\.bias)?") for v in table.values()
                 for opt in _alternatives(v) for t in opt]
@@ -91,7 +93,8 @@ class Source:
     if unmapped:
       shown = ", ".join(repr(prefix + k) for k in unmapped[:8])
       more = f" and {len(unmapped) - 8} more" if len(unmapped) > 8 else ""
-      raise ConversionError(f"unmapped key(s) {shown}{more}: not a tensor of this tower")
+      raise ConversionError(f"{self._origin}unmapped key(s) {shown}{more}: not a tensor of this "
+                            "tower")
 
   def _options(self, name: str, idx: dict) -> list[list[str]]:
     if name in self.table:
@@ -118,13 +121,15 @@ class Source:
     keys = self.keys_for(name, **idx)
     if keys is None:
       wanted = " or ".join(repr(self.prefix + "+".join(o)) for o in self._options(name, idx))
-      raise ConversionError(f"missing key {wanted or repr(name)} under prefix {self.prefix!r}")
+      where = f" under prefix {self.prefix!r}" if self.prefix else ""
+      raise ConversionError(f"{self._origin}missing key {wanted or repr(name)}{where}")
     arrays = [np.asarray(self.get(self.prefix + k)) for k in keys]
     array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
     if shape is not None:
       if _strip_ones(array.shape) != _strip_ones(shape):
         names = " + ".join(repr(self.prefix + k) for k in keys)
-        raise ConversionError(f"key {names} has shape {array.shape}, expected {shape}")
+        raise ConversionError(f"{self._origin}key {names} has shape {array.shape}, expected "
+                              f"{shape}")
       array = array.reshape(shape)
     return array
 
