@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     raise UserError("--sam and --masks-out go together, with --image")
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
   if args.sam is not None:
-    read_config(args.sam)
+    from sphinx_jax.inference import segment
+    segment.read_config(args.sam)
   image = read_image_file(args.image) if args.image else None
   model = Sphinx.from_pretrained(args.checkpoint, quantize=args.quantize)
   sam = None
@@ -104,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
       grounding.draw(grounding.upscaled(image), found).save(args.boxes_out)
       print(f"[{sum(len(g.coords) for g in found)} box(es) drawn in {args.boxes_out}]")
     if sam is not None and image is not None:
-      from sphinx_jax.inference import segment
-      result = segment.segment_answer(sam, image, text)
+      try:
+        result = segment.segment_answer(sam, image, text)
+      except UserError as e:  # the answer stands; the session goes on
+        print(f"error: segmenting the answer's boxes: {e}", file=sys.stderr)
+        return
       if len(result.masks):
         segment.overlay(image, result).save(args.masks_out)
         print(f"[{result.message} drawn in {args.masks_out}]")

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
   read_config(checkpoint)  # a missing/bad config.json fails before anything is loaded
   if args.sam is not None:
-    read_config(args.sam)
+    from sphinx_jax.inference import segment
+    segment.read_config(args.sam)
   print(f"loading {checkpoint} ...", flush=True)
   model = Sphinx.from_pretrained(checkpoint, quantize=args.quantize)
   sam = None

@@ -310,9 +310,14 @@ class SamConfig(_Config):
   dtype: str = "float32"
   remat_policy: str = "none"
   attention: str = "xla"
-  act: str = "gelu"  # vit.Mlp's activation (SAM's encoder: exact GELU)
 
   def __post_init__(self):
+    sizes = ("image_size", "patch_size", "width", "depth", "n_heads", "mlp_dim", "window_size",
+             "channels", "decoder_depth", "decoder_heads", "decoder_mlp_dim",
+             "attention_downsample", "n_multimask", "iou_head_width")
+    for name in sizes:
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+        raise UserError(f"{name} {getattr(self, name)!r}: must be a positive integer")
     if self.width % self.n_heads:
       raise UserError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
     if self.image_size % self.patch_size:
@@ -339,6 +344,11 @@ class SamConfig(_Config):
   def period(self) -> int:
     """Blocks per windowed run plus its global block."""
     return self.depth // len(self.global_blocks)
+
+  @property
+  def act(self) -> str:
+    """The encoder MLP's activation (vit.Mlp reads it): exact GELU in every SAM."""
+    return "gelu"
 
 
 # segment_anything's build_sam_vit_{b,l,h}.

@@ -9,9 +9,10 @@ import transformers
 from tests.vision_refs import numpy_state, randomize
 
 
-def tiny_hf_sam(seed: int = 0) -> transformers.SamModel:
+def tiny_hf_sam(seed: int = 0, decoder_eps: float = 1e-6) -> transformers.SamModel:
   """64 px images, 8 px patches (an 8x8 grid), 3x3 windows (padded to 9x9), global blocks 1
-  and 3, 32 channels (8 after upscaling: shardable over 8 fake devices), a 2-block decoder."""
+  and 3, 32 channels (8 after upscaling: shardable over 8 fake devices), a 2-block decoder
+  whose two-way LayerNorms have `decoder_eps` (HF's default 1e-6; segment_anything's 1e-5)."""
   cfg = transformers.SamConfig(
       vision_config=dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, mlp_dim=64,
                          image_size=64, patch_size=8, window_size=3, global_attn_indexes=[1, 3],
@@ -19,7 +20,17 @@ def tiny_hf_sam(seed: int = 0) -> transformers.SamModel:
       prompt_encoder_config=dict(hidden_size=32, image_size=64, patch_size=8,
                                  mask_input_channels=4),
       mask_decoder_config=dict(hidden_size=32, mlp_dim=32, num_hidden_layers=2,
-                               num_attention_heads=2, iou_head_hidden_dim=24))
+                               num_attention_heads=2, iou_head_hidden_dim=24,
+                               layer_norm_eps=decoder_eps))
+  return randomize(transformers.SamModel(cfg), seed)
+
+
+def real_geometry_hf_sam(seed: int = 0) -> transformers.SamModel:
+  """Every size of a released SAM but the encoder's width and depth: 1024 px, 16 px patches
+  (a 64x64 grid), 14x14 windows padded to 70x70, head_dim 64, 256 channels, the full decoder."""
+  cfg = transformers.SamConfig(vision_config=dict(hidden_size=64, num_hidden_layers=2,
+                                                  num_attention_heads=1, mlp_dim=128,
+                                                  global_attn_indexes=[1]))
   return randomize(transformers.SamModel(cfg), seed)
 
 

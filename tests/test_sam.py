@@ -2,6 +2,7 @@
 conversion of official segment_anything files and HF directories, and the cascade: SPHINX's
 boxes as SAM box prompts (`Sphinx.segment`, `launch chat --sam`)."""
 import functools
+import json
 import math
 
 import jax
@@ -20,10 +21,11 @@ from sphinx_jax.checkpoints.torch_io import ConversionError
 from sphinx_jax.checkpoints.vision import Source
 from sphinx_jax.configs import sam_preset
 from sphinx_jax.data import tasks
-from sphinx_jax.inference import grounding
+from sphinx_jax.inference import grounding, segment
 from sphinx_jax.inference.segment import SegmentAnything
 from sphinx_jax.models.sam.sam import Sam
-from tests.sam_refs import nchw, official_state, tiny_hf_sam
+from sphinx_jax.util.errors import UserError
+from tests.sam_refs import nchw, official_state, real_geometry_hf_sam, tiny_hf_sam
 from tests.trained_square import QUESTION, scene
 from tests.vision_refs import numpy_state
 
@@ -89,6 +91,47 @@ def test_matches_hf(kind, multimask):
       method=Sam.segment)
   check(f"mask logits ({kind}, multimask={multimask})", masks, out.pred_masks.numpy())
   check(f"IoU ({kind}, multimask={multimask})", iou, out.iou_scores.numpy())
+
+
+def run_both(hf, cfg, params, pixels, boxes, points, labels):
+  """(ours, HF's) (mask logits, IoU) for boxes and points together, multimask."""
+  with torch.no_grad():
+    out = hf(pixel_values=nchw(pixels), input_boxes=torch.from_numpy(boxes),
+             input_points=torch.from_numpy(points), input_labels=torch.from_numpy(labels))
+  masks, iou = Sam(cfg).apply({"params": params}, pixels, points, labels, boxes)
+  return (masks, iou), (out.pred_masks.numpy(), out.iou_scores.numpy())
+
+
+def test_matches_hf_at_the_released_geometry():
+  """The sizes the tiny config cannot reach: a 64x64 grid in 14x14 windows padded to 70x70,
+  global attention over 4096 tokens, head_dim 64, 256 channels, 8 decoder heads."""
+  hf = real_geometry_hf_sam()
+  cfg, params = converted(numpy_state(hf), HF, HF_UNUSED, _HF_BLOCK, decoder_heads=8,
+                          decoder_norm_eps=hf.config.mask_decoder_config.layer_norm_eps)
+  assert (cfg.grid, cfg.window_size, cfg.head_dim, cfg.channels) == (64, 14, 64, 256)
+  boxes, points, labels = prompts()
+  (masks, iou), (want_masks, want_iou) = run_both(
+      hf, cfg, params, np.random.RandomState(2).randn(1, 1024, 1024, 3).astype(np.float32),
+      boxes[:1] * 16, points[:1] * 16, labels[:1])
+  for name, got, want in (("mask logits", masks, want_masks), ("IoU", iou, want_iou)):
+    diff = float(np.abs(np.asarray(got) - want).max() / np.abs(want).max())
+    print(f"{name} at 1024 px: max abs diff {diff:.1e} of the largest value")
+    assert diff < 1e-4
+
+
+def test_official_layout_computes_as_segment_anything():
+  """segment_anything's two-way LayerNorms use eps 1e-5: its layout converts to that, and
+  equals an HF model built with the same eps."""
+  hf = tiny_hf_sam(seed=5, decoder_eps=1e-5)
+  cfg, params = converted(official_state(hf), OFFICIAL, OFFICIAL_UNUSED, _OFFICIAL_BLOCK,
+                          decoder_heads=2)
+  assert cfg.decoder_norm_eps == 1e-5
+  boxes, points, labels = prompts()
+  (masks, iou), (want_masks, want_iou) = run_both(
+      hf, cfg, params, np.random.RandomState(1).randn(2, 64, 64, 3).astype(np.float32), boxes,
+      points, labels)
+  check("mask logits (official layout)", masks, want_masks)
+  check("IoU (official layout)", iou, want_iou)
 
 
 def test_official_layout_and_hf_directory_convert_to_the_same_params(tmp_path):
@@ -225,3 +268,35 @@ def test_presets_shapes_shardings_and_sizes(preset, hf_vision):
   ours_n = sum(math.prod(a.shape) for a in jax.tree.leaves(abstract))
   print(f"{preset}: {ours_n:,} parameters")
   assert ours_n == kept
+
+
+def test_odd_boxes_and_images(tiny_sam):
+  sam = SegmentAnything.from_pretrained(tiny_sam[1])
+  image = Image.fromarray(np.random.RandomState(4).randint(0, 256, (40, 100, 3), np.uint8))
+  # a box of the answer beyond the image is skipped and counted; keypoints are not boxes
+  answer = ("<p>cat</p>[0.10,0.30,0.50,0.60;1.10,0.20,1.30,0.40] <p>dog</p>[0.60,0.35,0.90,0.65]"
+            " <p>nose</p>[0.20,0.45]")
+  result = segment.segment_answer(sam, image, answer)
+  assert result.phrases == ["cat", "dog"] and list(result.groups) == [0, 1]
+  assert result.masks.shape == (2, 40, 100) and result.scores.dtype == np.float32
+  assert result.message == "2 mask(s); 1 box(es) outside the image skipped"
+  np.testing.assert_allclose(result.boxes[0], [10, 0, 50, 30], atol=1e-4)  # to_image: -30 pad
+  assert segment.overlay(image, result).size == (1200, 480)  # x12: the short side reaches 480
+  reversed_corners = sam.masks(image, [[50, 30, 10, 0]])
+  np.testing.assert_array_equal(reversed_corners.masks, sam.masks(image, [[10, 0, 50, 30]]).masks)
+  for bad in ([[1, 2, 3]], [[0, 0, float("nan"), 4]], [1, 2, 3, 4]):
+    with pytest.raises(UserError, match="boxes must be finite"):
+      sam.masks(image, bad)
+  thin = Image.new("RGB", (3000, 1))  # resized to 64 x 1 (not 0) rows
+  assert sam.masks(thin, [[0, 0, 3000, 1]]).masks.shape == (1, 1, 3000)
+
+
+def test_a_checkpoint_that_is_not_sam_is_named(tiny_sam, trained_sphinx, tmp_path):
+  with pytest.raises(params_io.CheckpointError, match=r"config\.json: model 'sphinx' is not a SAM"):
+    SegmentAnything.from_pretrained(trained_sphinx)
+  config = params_io.read_config(tiny_sam[1])
+  (tmp_path / "bad").mkdir()
+  (tmp_path / "bad" / "config.json").write_text(json.dumps({**config, "n_heads": 0}))
+  with pytest.raises(params_io.CheckpointError,
+                     match=r"bad/config\.json: not a SAM config \(n_heads 0: must be a positive"):
+    segment.read_config(tmp_path / "bad")

@@ -75,6 +75,19 @@ def test_uploads_become_the_frames_of_one_media(tmp_path):
       read(paths)
 
 
+def test_answers_are_drawn_with_masks_when_there_is_a_sam(tiny_sam):
+  from sphinx_jax.inference.segment import SegmentAnything
+  from sphinx_jax.serve import app
+  frames = [scene("red")]
+  answer = "<p>red square</p>[0.25,0.25,0.75,0.75] <p>corner</p>[0.10,0.10]"
+  picture, note = app._drawn(answer, frames, None)
+  assert note == "2 box(es) / point(s) drawn on the image" and picture.size == (512, 512)
+  sam = SegmentAnything.from_pretrained(tiny_sam[1])
+  picture, note = app._drawn(answer, frames, sam)
+  assert note == "1 mask(s) drawn (Segment Anything)" and picture.size == (512, 512)
+  assert app._drawn("red", frames, sam)[1] == ""  # nothing grounded: the picture stays
+
+
 def test_serve_without_a_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   with pytest.raises(UserError, match=re.escape(

@@ -32,7 +32,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def resized_shape(height: int, width: int, longest: int = SAM_SIZE) -> tuple[int, int]:
   """(h, w) with the longest side `longest`: `ResizeLongestSide.get_preprocess_shape`."""
   scale = longest * 1.0 / max(height, width)
-  return int(height * scale + 0.5), int(width * scale + 0.5)
+  # at least one pixel: a 1 x 5000 image would round to 0 rows
+  return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 @dataclasses.dataclass(frozen=True)

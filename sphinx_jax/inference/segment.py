@@ -36,6 +36,20 @@ class Masks:
   scores: np.ndarray  # float32 [n]: SAM's predicted IoU of each mask
 
 
+def read_config(ckpt_dir: str | os.PathLike) -> SamConfig:
+  """A SAM checkpoint's architecture; anything else is a one-line error naming its config.json
+  (so a command checks its --sam directory before loading anything)."""
+  config = params_io.read_config(ckpt_dir)
+  if config.get("model") != SAM_MODEL:
+    raise params_io.CheckpointError(
+        f"{ckpt_dir}/config.json: model {config.get('model')!r} is not a SAM model "
+        "(convert one with `launch convert sam`)")
+  try:
+    return SamConfig.from_dict({k: v for k, v in config.items() if k != "model"})
+  except (ValueError, TypeError, AttributeError) as e:
+    raise params_io.CheckpointError(f"{ckpt_dir}/config.json: not a SAM config ({e})") from None
+
+
 class SegmentAnything:
   def __init__(self, config: SamConfig, params, mesh: jax.sharding.Mesh | None = None):
     self.config, self.params = config, params
@@ -46,16 +60,7 @@ class SegmentAnything:
                       mesh: jax.sharding.Mesh | None = None) -> "SegmentAnything":
     """A checkpoint written by `launch convert sam`, sharded on `mesh` (default: all devices on
     the fsdp axis), in `dtype` (default: as stored)."""
-    config = params_io.read_config(ckpt_dir)
-    if config.get("model") != SAM_MODEL:
-      raise params_io.CheckpointError(
-          f"{ckpt_dir}/config.json: model {config.get('model')!r} is not a SAM model "
-          "(convert one with `launch convert sam`)")
-    try:
-      cfg = SamConfig.from_dict({k: v for k, v in config.items() if k != "model"})
-    except (ValueError, TypeError) as e:
-      raise params_io.CheckpointError(f"{ckpt_dir}/config.json: not a SAM config ({e})") \
-          from None
+    cfg = read_config(ckpt_dir)
     if dtype is not None:
       cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
     mesh = mesh if mesh is not None else sharding.make_mesh()
@@ -76,15 +81,18 @@ class SegmentAnything:
 
   def masks(self, image: Image.Image, boxes: Sequence[Sequence[float]], *,
             multimask: bool = False) -> Masks:
-    """One mask per box (x1, y1, x2, y2 in pixels of `image`). `multimask`: decode SAM's three
-    candidates per box and keep the one of highest predicted IoU (for ambiguous prompts); by
-    default the single-mask output, as SAM's predictor for box prompts."""
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    """One mask per box (x1, y1, x2, y2 in pixels of `image`, corners in either order).
+    `multimask`: decode SAM's three candidates per box and keep the one of highest predicted
+    IoU (for ambiguous prompts); by default the single-mask output, as SAM's predictor for box
+    prompts."""
+    boxes = np.asarray(boxes, np.float32)
     if not len(boxes):
       h, w = image.height, image.width
       return Masks(np.zeros((0, h, w), bool), np.zeros((0,), np.float32))
-    if not np.isfinite(boxes).all():
-      raise UserError(f"boxes must be finite numbers, got {boxes.tolist()}")
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
+      raise UserError(f"boxes must be finite [x1, y1, x2, y2] rows, got {boxes.tolist()}")
+    boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]),
+                            np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
     embedding, prepared = self.embed(image)
     n = len(boxes)
     prompts = np.zeros((1, power_of_two(n), 4), np.float32)
@@ -98,63 +106,69 @@ class SegmentAnything:
     logits = logits[np.arange(n), best]
     full = sam_image.postprocess_masks(logits, prepared.original_size, prepared.resized_size,
                                        self.config.image_size)
-    return Masks(np.asarray(sam_image.binarize(full)), iou[np.arange(n), best])
+    return Masks(np.asarray(sam_image.binarize(full)),
+                 iou[np.arange(n), best].astype(np.float32))
 
 
 @dataclasses.dataclass(frozen=True)
 class Segmentation:
-  """SPHINX's answer, its boxes in image pixels (one phrase each) and SAM's mask of each box."""
+  """SPHINX's answer, its boxes in image pixels and SAM's mask of each box."""
 
   answer: str
-  phrases: list[str | None]
+  phrases: list[str | None]  # one per box
+  groups: np.ndarray  # int [n]: which grounding of the answer (`grounding.parse`) each box is in
   boxes: np.ndarray  # float32 [n, 4] x1, y1, x2, y2
   masks: np.ndarray  # bool [n, H, W]
   scores: np.ndarray  # float32 [n]: SAM's predicted IoU
+  outside: int = 0  # boxes of the answer with no area inside the image, not segmented
 
   @property
   def message(self) -> str:
+    skipped = f"; {self.outside} box(es) outside the image skipped" if self.outside else ""
     if not len(self.boxes):
-      return "the answer has no boxes, so there is nothing to segment (ask for a detection " \
-             "or a referring expression)"
-    return f"{len(self.boxes)} mask(s)"
-
-
-def answer_boxes(answer: str, width: int, height: int) -> tuple[list[str | None], np.ndarray]:
-  """The boxes of an answer (`<p>phrase</p>[x1,y1,x2,y2;...]`; keypoints are not boxes) in
-  pixels of the width x height image, ordered corners, clipped to the image."""
-  phrases, boxes = [], []
-  for found in grounding.parse(answer):
-    for coords in found.coords:
-      if len(coords) == 4:
-        x1, y1, x2, y2 = grounding.to_image(coords, width, height)
-        phrases.append(found.phrase)
-        boxes.append((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)))
-  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-  return phrases, np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+      return ("the answer has no boxes, so there is nothing to segment (ask for a detection "
+              f"or a referring expression){skipped}")
+    return f"{len(self.boxes)} mask(s){skipped}"
 
 
 def segment_answer(sam: SegmentAnything, image: Image.Image, answer: str, *,
                    multimask: bool = False) -> Segmentation:
-  """Each box of `answer` (about `image`) as a SAM box prompt: the cascade of paper §3.3.1."""
-  phrases, boxes = answer_boxes(answer, image.width, image.height)
+  """Each box of `answer` (about `image`) as a SAM box prompt: the cascade of paper §3.3.1.
+  Boxes are mapped onto the image and clipped to it; one left with no area is not a prompt.
+  Keypoints are not boxes."""
+  phrases, groups, boxes, outside = [], [], [], 0
+  for group, found in enumerate(grounding.parse(answer)):
+    for coords in found.coords:
+      if len(coords) != 4:
+        continue
+      x1, y1, x2, y2 = grounding.to_image(coords, image.width, image.height)
+      box = np.clip([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], 0,
+                    [image.width, image.height] * 2)
+      if box[2] <= box[0] or box[3] <= box[1]:
+        outside += 1
+        continue
+      phrases.append(found.phrase)
+      groups.append(group)
+      boxes.append(box)
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
   masks = sam.masks(image, boxes, multimask=multimask)
-  return Segmentation(answer, phrases, boxes, masks.masks, masks.scores)
+  return Segmentation(answer, phrases, np.asarray(groups, int), boxes, masks.masks,
+                      masks.scores, outside)
 
 
 def overlay(image: Image.Image, segmentation: Segmentation, min_side: int = 480) -> Image.Image:
-  """`image` (enlarged to `min_side` when small) with each mask tinted in its box's colour,
-  and the boxes and phrases drawn over them (`grounding.draw`'s colours)."""
+  """`image` (enlarged to `min_side` when small) with each mask tinted in the colour of its
+  grounding, under everything the answer grounds (`grounding.draw`: boxes, keypoints,
+  phrases)."""
   out = grounding.upscaled(to_rgb(image), min_side)
   factor = out.width // image.width
   pixels = np.asarray(out, np.float32).copy()
-  for i, mask in enumerate(segmentation.masks):
+  for mask, group in zip(segmentation.masks, segmentation.groups):
     mask = mask.repeat(factor, 0).repeat(factor, 1)
-    colour = np.asarray(grounding.PALETTE[i % len(grounding.PALETTE)], np.float32)
+    colour = np.asarray(grounding.PALETTE[group % len(grounding.PALETTE)], np.float32)
     pixels[mask] = 0.45 * pixels[mask] + 0.55 * colour
-  found = [grounding.Grounding(phrase, (grounding.to_square(tuple(box), image.width,
-                                                            image.height),))
-           for phrase, box in zip(segmentation.phrases, segmentation.boxes)]
-  return grounding.draw(Image.fromarray(pixels.round().astype(np.uint8)), found)
+  return grounding.draw(Image.fromarray(pixels.round().astype(np.uint8)),
+                        grounding.parse(segmentation.answer))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

@@ -163,11 +163,14 @@ def _drawn(answer: str, frames, sam) -> tuple:
   found = grounding.parse(answer)
   if not (found and frames):
     return gr.skip(), ""
+  note = f"{sum(len(g.coords) for g in found)} box(es) / point(s) drawn on the image"
   if sam is not None:
-    result = segment.segment_answer(sam, frames[0], answer)
+    try:
+      result = segment.segment_answer(sam, frames[0], answer)
+    except UserError as e:  # the answer stands, drawn without masks
+      return grounding.draw(_preview(frames), found), f"{note}; no masks: {html.escape(str(e))}"
     if len(result.masks):
       return segment.overlay(frames[0], result), f"{result.message} drawn (Segment Anything)"
-  note = f"{sum(len(g.coords) for g in found)} box(es) / point(s) drawn on the image"
   return grounding.draw(_preview(frames), found), note
 
 
