@@ -1,6 +1,7 @@
 """Segment Anything against HF PyTorch's SamModel, in the same run on the same machine.
 
-A ViT-B SAM (random weights: speed does not depend on them) converted from the HF model:
+A ViT-B SAM (random weights at a trained model's scale: speed does not depend on them)
+converted from the HF model:
 the image encoder on one 1024x1024 image, then the mask decoder for B boxes of that image in one
 call (the embedding computed once), fp32. Prints seconds and JAX/PyTorch ratios, and the
 encoder's MFU against the measured matmul peak.
@@ -25,7 +26,6 @@ from sphinx_jax.checkpoints import params_io  # noqa: E402
 from sphinx_jax.checkpoints.sam import HF, HF_UNUSED, _HF_BLOCK, infer_config, sam_parts  # noqa
 from sphinx_jax.checkpoints.vision import Source  # noqa: E402
 from sphinx_jax.models.sam.sam import Sam  # noqa: E402
-from tests.vision_refs import randomize  # noqa: E402
 
 HF_VISION = {"sam_vit_b": {}, "sam_vit_l": dict(
     hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
@@ -51,9 +51,11 @@ def main() -> None:
   parser.add_argument("--boxes", type=int, nargs="+", default=[1, 8, 32])
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
-  # Random weights of unit scale (HF's SAM init is ~1e-10 in the encoder: denormal-prone).
-  hf = randomize(transformers.SamModel(transformers.SamConfig(
-      vision_config=HF_VISION[args.preset])), seed=0)
+  hf = transformers.SamModel(transformers.SamConfig(vision_config=HF_VISION[args.preset])).eval()
+  torch.manual_seed(0)
+  with torch.no_grad():  # a trained model's scale (HF's SAM init is ~1e-10: denormal-prone)
+    for name, p in hf.named_parameters():
+      p.fill_(1.0) if p.ndim == 1 and name.endswith("weight") else p.normal_(0, 0.02)
   state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
   src = Source(state.keys(), state.__getitem__, "", HF, ignore=HF_UNUSED)
   cfg = infer_config(src, _HF_BLOCK, 8, 1e-6)
