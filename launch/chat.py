@@ -78,15 +78,12 @@ def run(args: argparse.Namespace) -> int:
   if (args.sam is None) != (args.masks_out is None) or (args.sam and args.image is None):
     raise UserError("--sam and --masks-out go together, with --image")
   read_config(args.checkpoint)  # a missing/bad config.json fails before anything is loaded
-  if args.sam is not None:
+  sam = None
+  if args.sam is not None:  # before SPHINX: a wrong directory fails first
     from sphinx_jax.inference import segment
-    segment.read_config(args.sam)
+    sam = segment.SegmentAnything.from_pretrained(args.sam)
   image = read_image_file(args.image) if args.image else None
   model = Sphinx.from_pretrained(args.checkpoint, quantize=args.quantize)
-  sam = None
-  if args.sam is not None:
-    from sphinx_jax import SegmentAnything
-    sam = SegmentAnything.from_pretrained(args.sam, mesh=model.mesh)
   history: list[tuple[str, str]] = []
 
   def answer(question: str, prefix: str = "") -> None:
@@ -104,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
       found = grounding.parse(text)
       grounding.draw(grounding.upscaled(image), found).save(args.boxes_out)
       print(f"[{sum(len(g.coords) for g in found)} box(es) drawn in {args.boxes_out}]")
-    if sam is not None and image is not None:
+    if sam is not None:  # --sam comes with --image
       try:
         result = segment.segment_answer(sam, image, text)
       except UserError as e:  # the answer stands; the session goes on

@@ -65,15 +65,12 @@ def run(args: argparse.Namespace) -> int:
   from sphinx_jax.serve.batcher import Batcher, warm_up
 
   read_config(checkpoint)  # a missing/bad config.json fails before anything is loaded
-  if args.sam is not None:
+  sam = None
+  if args.sam is not None:  # before SPHINX: a wrong directory fails first
     from sphinx_jax.inference import segment
-    segment.read_config(args.sam)
+    sam = segment.SegmentAnything.from_pretrained(args.sam)
   print(f"loading {checkpoint} ...", flush=True)
   model = Sphinx.from_pretrained(checkpoint, quantize=args.quantize)
-  sam = None
-  if args.sam is not None:
-    from sphinx_jax import SegmentAnything
-    sam = SegmentAnything.from_pretrained(args.sam, mesh=model.mesh)
   limits = app.Limits(max_frames=args.max_frames, max_upload_mb=args.max_upload_mb)
   batcher = Batcher(model, max_batch=args.max_batch, max_waiting=args.max_waiting,
                     max_new_tokens=args.max_new_tokens)

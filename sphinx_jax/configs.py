@@ -131,6 +131,15 @@ def llm_preset(name: str, **overrides: Any) -> LlamaConfig:
 VIT_ACTS = ("gelu", "quick_gelu", "swiglu")
 
 
+def _check_vit_shape(cfg) -> None:
+  """A ViT's shape (CLIP / DINOv2 / EVA and SAM's encoder): heads split the width, patches
+  tile the image."""
+  if cfg.width % cfg.n_heads:
+    raise UserError(f"width {cfg.width} is not a multiple of n_heads {cfg.n_heads}")
+  if cfg.image_size % cfg.patch_size:
+    raise UserError(f"image_size {cfg.image_size} is not a multiple of patch {cfg.patch_size}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ViTConfig(_Config):
   """One pre-norm ViT for CLIP ViT-L/14, DINOv2 and BLIP-2's EVA ViT-g; variants are fields.
@@ -158,10 +167,7 @@ class ViTConfig(_Config):
   attention: str = "xla"
 
   def __post_init__(self):
-    if self.width % self.n_heads:
-      raise UserError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
-    if self.image_size % self.patch_size:
-      raise UserError(f"image_size {self.image_size} is not a multiple of patch {self.patch_size}")
+    _check_vit_shape(self)
     if self.act not in VIT_ACTS:
       raise UserError(f"act {self.act!r} is not one of {VIT_ACTS}")
     self._check_common()
@@ -318,10 +324,7 @@ class SamConfig(_Config):
     for name in sizes:
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         raise UserError(f"{name} {getattr(self, name)!r}: must be a positive integer")
-    if self.width % self.n_heads:
-      raise UserError(f"width {self.width} is not a multiple of n_heads {self.n_heads}")
-    if self.image_size % self.patch_size:
-      raise UserError(f"image_size {self.image_size} is not a multiple of patch {self.patch_size}")
+    _check_vit_shape(self)
     if (self.channels // self.attention_downsample) % self.decoder_heads:
       raise UserError(f"channels {self.channels} / {self.attention_downsample} is not a multiple "
                        f"of decoder_heads {self.decoder_heads}")
