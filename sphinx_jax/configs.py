@@ -6,7 +6,7 @@ Variants are configs, not copied files: every model size is a preset of one data
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 
@@ -19,7 +19,9 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("xla", "cudnn")  # the towers' jax.nn.dot_product_attention implementations
+# The LLM's (models.attention): by segment ids, Pallas splash attention on TPU too.
+LLM_ATTENTION_IMPLS = ATTENTION_IMPLS + ("splash",)
 # The LLM's projections a LoRA adapter may sit on (models.llama): attention, then feed-forward.
 LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")
 
@@ -40,17 +42,21 @@ class _Config:
       raise UserError(f"unknown {cls.__name__} fields: {unknown}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
+  attention_impls: ClassVar[tuple[str, ...]] = ATTENTION_IMPLS
+
   def _check_common(self):
     if self.remat_policy not in REMAT_POLICIES:
       raise UserError(f"remat_policy {self.remat_policy!r} is not one of "
                        f"{tuple(REMAT_POLICIES)}")
-    if getattr(self, "attention", "xla") not in ATTENTION_IMPLS:
-      raise UserError(f"attention {self.attention!r} is not one of {ATTENTION_IMPLS}")
+    if getattr(self, "attention", "xla") not in self.attention_impls:
+      raise UserError(f"attention {self.attention!r} is not one of {self.attention_impls}")
 
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig(_Config):
   """LLaMA-2 / TinyLlama decoder, with Meta's field names (`params.json`)."""
+
+  attention_impls: ClassVar[tuple[str, ...]] = LLM_ATTENTION_IMPLS
 
   vocab_size: int = 32000
   dim: int = 4096
@@ -67,7 +73,7 @@ class LlamaConfig(_Config):
   param_dtype: str = "float32"
   dtype: str = "float32"  # compute dtype; logits are always returned in float32
   remat_policy: str = "none"  # one of REMAT_POLICIES
-  attention: str = "xla"  # one of ATTENTION_IMPLS: jax.nn.dot_product_attention implementation
+  attention: str = "xla"  # one of LLM_ATTENTION_IMPLS (models.attention)
   # LoRA adapters of this rank on `lora_targets` (0: none), scaled by lora_alpha / lora_rank.
   lora_rank: int = 0
   lora_alpha: float = 16.0

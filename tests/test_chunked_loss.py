@@ -27,7 +27,9 @@ def _batch(rows=8, length=48, seed=0):
   loss_mask = ~image_mask & (rng.random((rows, length)) < 0.7)
   return {"tokens": rng.integers(3, 512, (rows, length)).astype(np.int32),
           "image_mask": image_mask, "loss_mask": loss_mask, "valid": valid,
-          "source_id": (np.arange(rows) % 3).astype(np.int32),
+          "segment_ids": valid.astype(np.int32),
+          "positions": np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)),
+          "source_id": np.repeat((np.arange(rows) % 3)[:, None], length, 1).astype(np.int32),
           "images": {name: rng.standard_normal((rows, 1, 1, s, s, 3)).astype(np.float32)
                      for name, s in CFG.view_sizes.items()}}
 
@@ -41,13 +43,13 @@ def test_chunked_sums_and_gradients_equal_the_full_loss(chunk, weighting):
 
   def full(p):
     logits, _ = net.apply(p, batch["tokens"], batch["image_mask"], batch["images"],
-                          kv_mask=batch["valid"])
+                          segment_ids=batch["segment_ids"])
     sums = loss_sums(logits, batch, weighting, 3)
     return sums["sum"], sums
 
   def chunked(p):
     hidden, _ = net.apply(p, batch["tokens"], batch["image_mask"], batch["images"],
-                          kv_mask=batch["valid"], head=False)
+                          segment_ids=batch["segment_ids"], head=False)
     sums = chunked_loss_sums(hidden, p["params"]["llm"]["output"]["kernel"], batch, weighting,
                              3, chunk)
     return sums["sum"], sums

@@ -64,7 +64,7 @@ def test_same_seed_same_batches_and_exact_resume(data):
   again = take(iter(pipeline.batches(cfg, SkipLog())), 10)
   for a, b in zip(first, again):
     assert_same(a, b)
-  assert {int(s) for b in first for s in b["source_id"]} == {0, 1, 2, 3}  # 3 sources + corpus
+  assert {int(s) for b in first for s in b["source_id"][:, 0]} == {0, 1, 2, 3}  # 3 sources + corpus
 
   it = iter(pipeline.batches(cfg, SkipLog()))
   take(it, 7)
@@ -121,7 +121,7 @@ def test_stage1_rows(data):
   cfg = config(data, sources=data["sources"][:1], batch_size=3, text_rows=2, seq_len=256)
   batch = next(iter(pipeline.batches(cfg, SkipLog())))
   assert batch["tokens"].shape == (5, 256)
-  np.testing.assert_array_equal(batch["source_id"], [0, 0, 0, 1, 1])
+  np.testing.assert_array_equal(batch["source_id"][:, 0], [0, 0, 0, 1, 1])
   assert batch["image_mask"][:3].any(1).all() and not batch["image_mask"][3:].any()
   text = slice(3, 5)  # packed text: every slot real, all but the first supervised
   assert batch["valid"][text].all() and not batch["image_mask"][text].any()
@@ -132,11 +132,11 @@ def test_stage1_rows(data):
 def test_mixture_weights(data):
   cfg = config(data, sources=data["sources"][:2], weights=(3, 1), text_rows=0, corpus=None,
                batch_size=1)
-  ids = [int(b["source_id"][0]) for b in take(iter(pipeline.batches(cfg, SkipLog())), 16)]
+  ids = [int(b["source_id"][0, 0]) for b in take(iter(pipeline.batches(cfg, SkipLog())), 16)]
   assert ids.count(0) == 12 and ids.count(1) == 4
   with pytest.raises(ValueError, match="positive"):
     config(data, weights=(1, 1, 0))
-  sizes = [int(b["source_id"][0]) for b in take(iter(pipeline.batches(
+  sizes = [int(b["source_id"][0, 0]) for b in take(iter(pipeline.batches(
       config(data, text_rows=0, corpus=None, batch_size=1), SkipLog())), 20)]
   assert [sizes.count(i) for i in range(3)] == [8, 6, 6]  # proportional to 4, 3, 3 records
 

@@ -81,7 +81,9 @@ def test_frozen_towers_are_bit_identical_and_hold_no_optimizer_state():
   image_mask = np.zeros((8, t), bool)
   image_mask[:, 1:1 + k] = True
   batch = {"tokens": tokens, "image_mask": image_mask, "loss_mask": ~image_mask,
-           "valid": np.ones((8, t), bool), "source_id": np.zeros(8, np.int32),
+           "valid": np.ones((8, t), bool), "segment_ids": np.ones((8, t), np.int32),
+           "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (8, t)),
+           "source_id": np.zeros((8, t), np.int32),
            "images": {name: rng.standard_normal((8, 1, 1, s, s, 3)).astype(np.float32)
                       for name, s in cfg.view_sizes.items()}}
   step = train_step.jit_train_step(train_step.make_train_step(cfg, tx, trainable), shardings,
@@ -113,7 +115,9 @@ def test_abstract_compile_of_the_13b_sphinx_1k_step(fsdp):
            "image_mask": jax.ShapeDtypeStruct((rows, length), bool),
            "loss_mask": jax.ShapeDtypeStruct((rows, length), bool),
            "valid": jax.ShapeDtypeStruct((rows, length), bool),
-           "source_id": jax.ShapeDtypeStruct((rows,), np.int32),
+           "segment_ids": jax.ShapeDtypeStruct((rows, length), np.int32),
+           "positions": jax.ShapeDtypeStruct((rows, length), np.int32),
+           "source_id": jax.ShapeDtypeStruct((rows, length), np.int32),
            "images": {k: jax.ShapeDtypeStruct((rows, 1, 5, s, s, 3), np.float32)
                       for k, s in cfg.view_sizes.items()}}
   step = train_step.jit_train_step(train_step.make_train_step(cfg, tx, trainable), shardings,

@@ -31,9 +31,9 @@ def generate(model, params, inputs: dict, lengths: jax.Array, key: jax.Array, *,
   last = logits[jnp.arange(batch), lengths - 1]
 
   def step(cache, new_tokens, t):
-    slots = (lengths + t)[:, None]
-    logits, cache = model.apply(params, new_tokens[:, None], positions=slots, slots=slots,
-                                cache=cache, method=step_method)
+    index = lengths + t
+    logits, cache = model.apply(params, new_tokens[:, None], positions=index[:, None],
+                                cache=cache, cache_index=index, method=step_method)
     return logits[:, 0], cache
 
   return decode(step, last, cache, key, **decode_args)

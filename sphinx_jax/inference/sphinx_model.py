@@ -352,7 +352,8 @@ def _per_row(streams: Sequence[Callable[[int], None]]):
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _forward(params, batch, *, cfg: SphinxConfig):
   return SphinxNet(cfg).apply(params, batch["tokens"], batch["image_mask"], batch.get("images"),
-                              kv_mask=batch["valid"])[0]
+                              positions=batch["positions"],
+                              segment_ids=batch["segment_ids"])[0]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

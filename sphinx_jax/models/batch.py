@@ -5,6 +5,9 @@ for every caller: training samples (data.batching), evaluation prompts and chat 
 A row: `tokens` (0 at image slots), `image_mask`, `images` {'vit': [n, V, s, s, 3],
 'convnext': [n, V, t, t, 3]} for its n image blocks ({} or None for none), and for training
 `loss_mask` and `source_id`. Rows are right-padded to `length` slots and `n_images` images.
+A batch row may hold several rows packed back to back (`first_fit`): each is a segment of its
+own (`segment_ids` 1, 2, ...; padding 0) with positions restarting at 0, its images after the
+previous segments' images, so the model's splice (image slots in order) needs nothing new.
 """
 from __future__ import annotations
 
@@ -43,37 +46,75 @@ def bucketed(length: int) -> int:
   return -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
 
 
-def pack(rows: Sequence[Row], *, length: int, n_images: int,
+def first_fit(rows: Sequence[Row], *, length: int, n_images: int) -> list[list[Row]]:
+  """`rows` packed into as few batch rows as first fit finds (each row into the first one with
+  room for its slots and images, in order; MaxText's grain packing): lists of rows for `pack`."""
+  bins: list[list[Row]] = []
+  room: list[list[int]] = []  # [slots left, images left] per bin
+  for row in rows:
+    n, m = len(row.tokens), _n_images(row)
+    for packed, left in zip(bins, room):
+      if n <= left[0] and m <= left[1]:
+        packed.append(row)
+        left[0] -= n
+        left[1] -= m
+        break
+    else:
+      bins.append([row])
+      room.append([length - n, n_images - m])
+  return bins
+
+
+def pack(rows: Sequence[Row | Sequence[Row]], *, length: int, n_images: int,
          view_shapes: dict[str, tuple[int, ...]], n_rows: int | None = None,
          targets: bool = False) -> dict:
-  """The batch of `rows` (then empty rows up to `n_rows`): tokens, image_mask, valid, images
-  (when n_images > 0) and, with `targets`, the rows' loss_mask and source_id. `view_shapes`:
-  each tower's view stack [V, s, s, 3]."""
+  """The batch of `rows` (then empty rows up to `n_rows`): tokens, image_mask, valid,
+  segment_ids, positions, images (when n_images > 0) and, with `targets`, loss_mask and
+  source_id (per slot). An entry of `rows` that is a list of rows is one packed batch row.
+  `view_shapes`: each tower's view stack [V, s, s, 3]."""
   b = len(rows) if n_rows is None else n_rows
   if len(rows) > b:
     raise UserError(f"{len(rows)} rows do not fit a batch of {b}")
-  batch = {"tokens": np.zeros((b, length), np.int32), "image_mask": np.zeros((b, length), bool),
-           "valid": np.zeros((b, length), bool)}
+  shape = (b, length)
+  batch = {"tokens": np.zeros(shape, np.int32), "image_mask": np.zeros(shape, bool),
+           "valid": np.zeros(shape, bool), "segment_ids": np.zeros(shape, np.int32),
+           "positions": np.broadcast_to(np.arange(length, dtype=np.int32), shape).copy()}
   if targets:
-    batch["loss_mask"] = np.zeros((b, length), bool)
-    batch["source_id"] = np.zeros((b,), np.int32)
+    batch["loss_mask"] = np.zeros(shape, bool)
+    batch["source_id"] = np.zeros(shape, np.int32)
   if n_images:
     batch["images"] = {k: np.zeros((b, n_images, *s), np.float32) for k, s in view_shapes.items()}
-  for i, row in enumerate(rows):
-    n = len(row.tokens)
-    if n > length:
-      raise UserError(f"a row of {n} slots does not fit length {length}")
-    batch["tokens"][i, :n] = row.tokens
-    batch["image_mask"][i, :n] = row.image_mask
-    batch["valid"][i, :n] = True
-    if targets:
-      batch["loss_mask"][i, :n] = row.loss_mask
-      batch["source_id"][i] = row.source_id
-    for k, stack in (row.images or {}).items():
-      if len(stack) > n_images:
-        raise UserError(f"a row of {len(stack)} images does not fit {n_images} image slots")
-      batch["images"][k][i, :len(stack)] = stack
+  for i, entry in enumerate(rows):
+    start = image = 0
+    for segment, row in enumerate(entry if isinstance(entry, (list, tuple)) else [entry], 1):
+      n, end = len(row.tokens), start + len(row.tokens)
+      if end > length:
+        raise UserError(f"a row of {end} slots does not fit length {length}")
+      at = slice(start, end)
+      batch["tokens"][i, at] = row.tokens
+      batch["image_mask"][i, at] = row.image_mask
+      batch["valid"][i, at] = True
+      batch["segment_ids"][i, at] = segment
+      batch["positions"][i, at] = np.arange(n)
+      if targets:
+        batch["loss_mask"][i, at] = row.loss_mask
+        batch["source_id"][i, at] = row.source_id
+      if image + _n_images(row) > n_images:
+        raise UserError(f"a row of {image + _n_images(row)} images does not fit {n_images} "
+                        "image slots")
+      for k, stack in (row.images or {}).items():
+        batch["images"][k][i, image:image + len(stack)] = stack
+      start, image = end, image + _n_images(row)
   return batch
+
+
+def _n_images(row: Row) -> int:
+  return len(next(iter(row.images.values()))) if row.images else 0
+
+
+def padding_fraction(batch: dict) -> float:
+  """The fraction of a batch's slots that hold padding."""
+  return float(1 - batch["valid"].mean())
 
 
 def lengths(batch: dict) -> np.ndarray:

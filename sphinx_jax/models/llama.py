@@ -4,9 +4,12 @@ Weights keep Meta's layout (RoPE rotates interleaved pairs (x0, x1), (x2, x3), .
 LLaMA2-Accessory checkpoints load without permutation; HF checkpoints are un-permuted at
 conversion. Layers are one `nn.scan`, so compile time does not grow with depth.
 
-One forward serves training, prefill and decode: callers pass RoPE `positions`, the cache
-`slots` the tokens occupy, and which key slots are valid (`kv_mask`); attention is causal in
-slot order. Images (SPHINX) enter as `embeds` spliced into the token embeddings.
+One forward serves training, prefill and decode: callers pass RoPE `positions` and `segment_ids`
+(models.attention: causal within a segment, padding its own segment, packed samples apart);
+decoding passes the cache and each row's `cache_index`, and its new token attends to the cache by
+valid length. The cache is a carry of the layer scan, written where it lies (one token per row per
+decode step), never copied whole. Images (SPHINX) enter as `embeds` spliced into the token
+embeddings.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import jax.numpy as jnp
 
 from sphinx_jax.configs import LlamaConfig
 from sphinx_jax.models import quantization
+from sphinx_jax.models.attention import attend, attend_cache
 from sphinx_jax.models.layers import fan_in_init, kernel_init, scanned, zeros_init
 
 LORA_A, LORA_B = "_lora_a", "_lora_b"  # an adapter's two factors, beside its weight
@@ -81,7 +85,10 @@ class Attention(nn.Module):
   cfg: LlamaConfig
 
   @nn.compact
-  def __call__(self, x, cos, sin, mask, slots, cache):
+  def __call__(self, x, layer, cos, sin, segments, cache, index):
+    """`cache` (k, v) [L, B, S, KV, D] or None; `index` None (no cache, or a prefill from slot
+    0: attention among this call's tokens, written to the cache's first slots) or [B] (decode:
+    each row's one new token goes to its slot `index`, then attends to the slots up to it)."""
     cfg = self.cfg
     d, h, kv, hd = cfg.dim, cfg.n_heads, cfg.kv_heads, cfg.head_dim
     x = x.astype(cfg.dtype)
@@ -89,17 +96,22 @@ class Attention(nn.Module):
     k = _project(self, "wk", "btd,dhk->bthk", x, (d, kv, hd), ("embed", "kv_heads", "head_dim"))
     v = _project(self, "wv", "btd,dhk->bthk", x, (d, kv, hd), ("embed", "kv_heads", "head_dim"))
     q = nn.with_logical_constraint(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
-    k = apply_rope(k, cos, sin)
-    if cache is not None:  # write this call's keys/values into their slots, attend to all slots
-      rows = jnp.arange(x.shape[0])[:, None]
-      k = cache[0].at[rows, slots].set(k.astype(cache[0].dtype))
-      v = cache[1].at[rows, slots].set(v.astype(cache[1].dtype))
-      cache = (k, v)
-    k = nn.with_logical_constraint(k, ("batch", "cache_length", "act_kv_heads", None))
-    v = nn.with_logical_constraint(v, ("batch", "cache_length", "act_kv_heads", None))
-    out = jax.nn.dot_product_attention(
-        q, k.astype(cfg.dtype), v.astype(cfg.dtype), mask=mask,
-        implementation=None if cfg.attention == "xla" else cfg.attention)
+    k = nn.with_logical_constraint(apply_rope(k, cos, sin),
+                                   ("batch", "length", "act_kv_heads", None))
+    if index is None:
+      out = attend(q, k, v, segments, cfg.attention)
+      if cache is not None:
+        cache = tuple(jax.lax.dynamic_update_slice(c, new[None].astype(c.dtype),
+                                                   (layer, 0, 0, 0, 0))
+                      for c, new in zip(cache, (k, v)))
+    else:
+      rows = jnp.arange(x.shape[0])
+      cache = tuple(c.at[layer, rows, index].set(new[:, 0].astype(c.dtype))
+                    for c, new in zip(cache, (k, v)))
+      keys, values = (nn.with_logical_constraint(
+          c[layer].astype(cfg.dtype), ("batch", "cache_length", "act_kv_heads", None))
+          for c in cache)
+      out = attend_cache(q, keys, values, index + 1, cfg.attention)
     out = _project(self, "wo", "bthk,hkd->btd", out, (h, hd, d), ("heads", "head_dim", "embed"),
                    n_in=2)
     return out, cache
@@ -131,25 +143,20 @@ class Head(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block; scanned, so it maps (carry, *args) -> (carry, per-layer out)."""
+  """Pre-norm transformer block; scanned over layers with (hidden states, cache) as the carry."""
 
   cfg: LlamaConfig
 
   @nn.compact
-  def __call__(self, x, cos, sin, mask, slots, cache):
+  def __call__(self, carry, layer, cos, sin, segments, index):
     cfg = self.cfg
+    x, cache = carry
     norm = lambda name: RMSNorm(cfg.norm_eps, cfg.dtype, cfg.param_dtype, name=name)
     attn, cache = Attention(cfg, name="attention")(
-        norm("attention_norm")(x), cos, sin, mask, slots, cache)
+        norm("attention_norm")(x), layer, cos, sin, segments, cache, index)
     x = x + attn
     x = x + FeedForward(cfg, name="feed_forward")(norm("ffn_norm")(x))
-    return nn.with_logical_constraint(x, ("batch", "length", "act_embed")), cache
-
-
-def causal_mask(slots: jax.Array, kv_mask: jax.Array) -> jax.Array:
-  """[B, 1, T, S] mask: query slot i sees key slot j iff j <= i and j holds a valid token."""
-  key_slots = jnp.arange(kv_mask.shape[1])
-  return ((key_slots[None, None, :] <= slots[:, :, None]) & kv_mask[:, None, :])[:, None]
+    return (nn.with_logical_constraint(x, ("batch", "length", "act_embed")), cache), None
 
 
 class Llama(nn.Module):
@@ -163,35 +170,36 @@ class Llama(nn.Module):
     self.tok_embeddings = nn.Embed(
         cfg.vocab_size, cfg.dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         embedding_init=kernel_init(("vocab", "embed"), 1.0))
-    self.layers = scanned(Block, cfg, cfg.n_layers, in_axes=(nn.broadcast,) * 4 + (0,))(cfg)
+    self.layers = scanned(Block, cfg, cfg.n_layers, in_axes=(0,) + (nn.broadcast,) * 4)(cfg)
     self.norm = RMSNorm(cfg.norm_eps, cfg.dtype, cfg.param_dtype)
     self.output = Head(cfg)
 
   def embed(self, tokens: jax.Array) -> jax.Array:
     return self.tok_embeddings(tokens)
 
-  def __call__(self, tokens, *, embeds=None, positions=None, slots=None, kv_mask=None,
-               cache=None, head: bool = True):
+  def __call__(self, tokens, *, embeds=None, positions=None, segment_ids=None, cache=None,
+               cache_index=None, head: bool = True):
     """Logits (float32 [B, T, V]) and the updated cache; with `head=False` the final normed
     hidden states [B, T, D] instead (a chunked loss applies the head itself: models.loss).
 
     tokens: int [B, T]; ignored where `embeds` [B, T, D] is given.
-    positions: RoPE positions [B, T] (default 0..T-1).
-    slots: cache slots of these tokens [B, T] (default 0..T-1); attention is causal in slots.
-    kv_mask: bool [B, S], which key slots hold real tokens (default all).
+    positions: RoPE positions [B, T] (default 0..T-1; packed samples restart theirs).
+    segment_ids: int [B, T] (default all 1): 0 padding, 1, 2, ... the samples packed in a row.
     cache: (k, v), each [L, B, S, kv_heads, head_dim], or None for a cache-free forward.
+    cache_index: None (no cache, or a prefill into slots 0..T-1) or int [B], the slot of each
+      row's one new token (decoding, T = 1).
     """
     cfg = self.cfg
     x = self.embed(tokens) if embeds is None else embeds.astype(cfg.dtype)
     batch, length = x.shape[:2]
-    default = jnp.broadcast_to(jnp.arange(length), (batch, length))
-    positions = default if positions is None else positions
-    slots = default if slots is None else slots
-    n_keys = length if cache is None else cache[0].shape[2]
-    kv_mask = jnp.ones((batch, n_keys), bool) if kv_mask is None else kv_mask
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    if segment_ids is None:
+      segment_ids = jnp.ones((batch, length), jnp.int32)
     cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-    x, cache = self.layers(x, cos, sin, causal_mask(slots, kv_mask), slots, cache)
+    (x, cache), _ = self.layers((x, cache), jnp.arange(cfg.n_layers), cos, sin, segment_ids,
+                                cache_index)
     if not head:
       return self.norm(x), cache
     logits = self.output(self.norm(x))

@@ -3,7 +3,7 @@
 The loss at slot i predicts tokens[i+1] where loss_mask[i+1]: the last image slot predicts the
 first text token after it, as the reference's `output(h[:, image_words:])`. Sums and counts are
 returned so micro-batches and hosts combine exactly; rows with images and text-only rows are
-also summed apart (the paper's two stage-1 curves), and so is each data source (by the rows'
+also summed apart (the paper's two stage-1 curves), and so is each data source (by the slots'
 `source_id`: stage 1's domains and its text corpus, stage 2's tasks).
 """
 from __future__ import annotations
@@ -62,17 +62,27 @@ def chunked_loss_sums(hidden, kernel, batch, weighting: str = "token", num_sourc
 
 
 def _sums(ce, batch, weighting: str, num_sources: int) -> dict:
-  """The sums of `loss_sums` from the per-position cross entropy [B, T - 1]."""
+  """The sums of `loss_sums` from the per-position cross entropy [B, T - 1]. A packed row's
+  samples (its segments) count as rows would: their own weight with 'sample', image-text or
+  text-only by their own image slots, their own source."""
   if weighting not in WEIGHTINGS:
     raise UserError(f"loss weighting {weighting!r} is not one of {WEIGHTINGS}")
   supervised = (batch["loss_mask"][:, 1:] & batch["valid"][:, 1:]).astype(jnp.float32)
+  rows, length = batch["segment_ids"].shape
+  # one id per (row, segment) for per-sample sums; a target's sample is its own slot's
+  sample = (jnp.arange(rows)[:, None] * (length + 1) + batch["segment_ids"]).reshape(-1)
+  per_sample = lambda x: jax.ops.segment_sum(  # noqa: E731
+      x.reshape(-1), sample, num_segments=rows * (length + 1))
+  at_target = lambda x: x.reshape(rows, length)[:, 1:]  # noqa: E731
   weights = supervised
   if weighting == "sample":
-    weights = supervised / jnp.maximum(supervised.sum(axis=1, keepdims=True), 1)
+    count = per_sample(jnp.pad(supervised, ((0, 0), (1, 0))))
+    weights = supervised / jnp.maximum(at_target(count[sample]), 1)
   per_token = ce * weights
-  has_image = batch["image_mask"].any(axis=1).astype(jnp.float32)[:, None]
+  has_image = at_target((per_sample(batch["image_mask"].astype(jnp.float32)) > 0)[sample])
+  has_image = has_image.astype(jnp.float32)
   by_source = lambda x: jax.ops.segment_sum(  # noqa: E731
-      x.sum(axis=1), batch["source_id"], num_segments=num_sources)
+      x.reshape(-1), batch["source_id"][:, 1:].reshape(-1), num_segments=num_sources)
   return {"sum": per_token.sum(), "count": weights.sum(), "tokens": supervised.sum(),
           "image_sum": (per_token * has_image).sum(), "image_count": (weights * has_image).sum(),
           "text_sum": (per_token * (1 - has_image)).sum(),

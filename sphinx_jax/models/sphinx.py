@@ -66,11 +66,11 @@ class SphinxNet(nn.Module):
     spliced = jnp.take_along_axis(image_tokens, index[..., None], axis=1)
     return jnp.where(image_mask[..., None], spliced, embeds)
 
-  def __call__(self, tokens, image_mask=None, images=None, *, positions=None, slots=None,
-               kv_mask=None, cache=None, head: bool = True):
+  def __call__(self, tokens, image_mask=None, images=None, *, positions=None, segment_ids=None,
+               cache=None, head: bool = True):
     """Logits (float32 [B, T, V]) and the updated cache; see `Llama.__call__` for the rest."""
     embeds = self.embed(tokens, image_mask, images)
-    return self.llm(tokens, embeds=embeds, positions=positions, slots=slots, kv_mask=kv_mask,
+    return self.llm(tokens, embeds=embeds, positions=positions, segment_ids=segment_ids,
                     cache=cache, head=head)
 
   def decode(self, tokens, **kwargs):

@@ -21,13 +21,14 @@ class TextNet(nn.Module):
   def setup(self):
     self.llm = Llama(self.cfg)
 
-  def __call__(self, tokens, image_mask=None, images=None, *, kv_mask=None, head: bool = True):
+  def __call__(self, tokens, image_mask=None, images=None, *, positions=None, segment_ids=None,
+               head: bool = True):
     """Logits (float32 [B, T, V]) and the cache, SphinxNet's signature; a text batch has no
     images (its image_mask is all False)."""
     del image_mask
     if images is not None:
       raise ValueError("TextNet takes no images")
-    return self.llm(tokens, kv_mask=kv_mask, head=head)
+    return self.llm(tokens, positions=positions, segment_ids=segment_ids, head=head)
 
 
 def init_params(cfg: LlamaConfig, rng: jax.Array):

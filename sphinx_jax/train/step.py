@@ -16,7 +16,8 @@ from sphinx_jax.models import quantization, sphinx, text_net
 from sphinx_jax.models.loss import chunked_loss_sums, loss_sums, mean_losses, zero_sums
 from sphinx_jax.train.optimizer import join, split, state_shardings
 
-BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "images", "source_id")
+BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "segment_ids", "positions", "images",
+              "source_id")
 ModelConfig = SphinxConfig | LlamaConfig  # a LlamaConfig trains the LLM alone, on text
 
 
@@ -95,7 +96,8 @@ def make_train_step(cfg: ModelConfig, tx, trainable: tuple[str, ...],
     def loss_fn(t):
       params = {"params": join(t, frozen)}
       out, _ = model.apply(params, batch["tokens"], batch["image_mask"], batch.get("images"),
-                           kv_mask=batch["valid"], head=not loss_chunk)
+                           positions=batch["positions"], segment_ids=batch["segment_ids"],
+                           head=not loss_chunk)
       if loss_chunk:
         kernel = params["params"]["llm"]["output"]["kernel"]
         sums = chunked_loss_sums(out, kernel, batch, weighting, num_sources, loss_chunk)
