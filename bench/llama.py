@@ -2,14 +2,16 @@
 
 Measures a ~110M-parameter decoder (fp32): training step (forward + backward) tokens/s, and
 greedy decoding tokens/s at batch 1 and 8, float and with the matmul weights in int8 and int4
-(models.quantization; PyTorch stays fp32); prints JAX/PyTorch ratios and the MFU of the training
-step against this machine's measured matmul peak.
+(models.quantization; PyTorch stays fp32); prints JAX/PyTorch ratios, the MFU of the training
+step against this machine's measured matmul peak, and float decoding as a fraction of its
+memory-bandwidth roofline (weights + the KV cache read per token, over the measured bandwidth).
 
-  python bench/llama.py [--steps 5] [--seq 256] [--batch 4] [--new-tokens 32]
+  python bench/llama.py [--steps 5] [--seq 256] [--batch 4] [--new-tokens 32] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -52,6 +54,23 @@ def matmul_peak(n: int = 2048) -> float:
   return 2 * n ** 3 / min(xla, aten)
 
 
+def memory_bandwidth(n: int = 64 * 2**20) -> float:
+  """Bytes/s of a large reduction (read once): the faster of XLA's and PyTorch's."""
+  a = jnp.ones((n,), jnp.float32)
+  f = jax.jit(jnp.sum)
+  xla = timed(lambda: f(a).block_until_ready(), 5)
+  t = torch.ones(n)
+  aten = timed(lambda: t.sum(), 5)
+  return 4 * n / min(xla, aten)
+
+
+def decode_roofline(n_params: int, batch: int, prompt: int, new: int, bandwidth: float) -> float:
+  """Tokens/s if each decode step only read the fp32 weights once and each row's KV cache up to
+  its mean length: batch / ((weights + cache bytes) / bandwidth)."""
+  cache = batch * 2 * LAYERS * DIM * 4 * (prompt + new / 2)
+  return batch * bandwidth / (4 * n_params + cache)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,6 +78,7 @@ def main() -> None:
   parser.add_argument("--seq", type=int, default=256)
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--new-tokens", type=int, default=32)
+  parser.add_argument("--json", help="write the ratios, MFU and roofline fractions here")
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
 
@@ -92,6 +112,7 @@ def main() -> None:
   n_tokens = args.batch * args.seq
   flops = 6 * n_params * n_tokens + 12 * LAYERS * DIM * args.seq * n_tokens  # + attention
   peak = matmul_peak()
+  bandwidth = memory_bandwidth()
 
   # Greedy decoding.
   models = {"": lm, **{f" {s}": LanguageModel(cfg, {"params": quantize_llm(lm.params["params"], s)},
@@ -116,6 +137,22 @@ def main() -> None:
     print(f"{name:<28}{j:>12.1f}{t:>15.1f}{j / t:>13.2f}")
   print(f"\ntrain step MFU (JAX): {flops / jax_train / peak:.1%}; "
         f"(PyTorch: {flops / torch_train / peak:.1%})")
+  roofline = {b: decode_roofline(n_params, b, 31, args.new_tokens, bandwidth) for b in (1, 8)}
+  print(f"memory bandwidth {bandwidth / 1e9:.1f} GB/s; greedy decode roofline: batch 1 "
+        f"{roofline[1]:.0f} tok/s, batch 8 {roofline[8]:.0f} tok/s")
+  for b in (1, 8):
+    j, t = rows[f"greedy decode, batch {b}"]
+    print(f"  batch {b}: JAX {j / roofline[b]:.1%} of the roofline, PyTorch {t / roofline[b]:.1%}")
+  if args.json:
+    summary = {"train_ratio": torch_train / jax_train,
+               "decode_b1_ratio": rows["greedy decode, batch 1"][0] / rows["greedy decode, batch 1"][1],
+               "decode_b8_ratio": rows["greedy decode, batch 8"][0] / rows["greedy decode, batch 8"][1],
+               "train_mfu": flops / jax_train / peak,
+               "decode_b1_roofline": rows["greedy decode, batch 1"][0] / roofline[1],
+               "decode_b8_roofline": rows["greedy decode, batch 8"][0] / roofline[8],
+               "matmul_peak_flops": peak, "memory_bandwidth": bandwidth}
+    with open(args.json, "w") as f:
+      json.dump(summary, f, indent=1)
 
 
 if __name__ == "__main__":

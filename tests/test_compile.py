@@ -78,3 +78,17 @@ def test_a_quantized_decode_step_compiles_with_smaller_weights(tmp_path):
   # TPU layouts pad small arrays to tiles, so the saving is at least that, not exactly that
   assert saved >= 3 * (2 * 49152 + 32768)
   assert "(int8 LLM)" in printed
+
+
+def test_splash_attention_compiles_for_a_tpu_slice_without_the_dense_scores(tmp_path):
+  """The Pallas splash kernel (Mosaic, not interpret mode) inside the sharded train step: the
+  text-only tiny LLM's 4096-token rows keep no [rows, heads, T, T] scores, so its temporaries
+  shrink; packed rows (pack 2) compile too."""
+  pytest.importorskip("libtpu")
+  dense, _ = _compile(tmp_path, "--topology", "v5e-4", config="text:tiny")
+  splash, _ = _compile(tmp_path, "--topology", "v5e-4", "--config.train.attention=splash",
+                       config="text:tiny")
+  assert splash["fits"] and splash["bytes_per_chip"]["temp"] < 0.5 * dense["bytes_per_chip"]["temp"]
+  packed, _ = _compile(tmp_path, "--topology", "v5e-4", "--config.train.attention=splash",
+                       "--config.data.pack=2")
+  assert packed["fits"]

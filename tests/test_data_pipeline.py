@@ -267,3 +267,32 @@ def test_building_batches_computes_nothing_on_the_default_device(data, tmp_path)
     assert_same(a, b)
   for key in expected[1]:
     np.testing.assert_array_equal(expected[1][key], got[1][key])
+
+
+def test_packed_rows_hold_the_mixture_samples_in_order(data):
+  """pack=3: row k holds samples 3k, 3k+1, 3k+2 that fit, each its own segment with positions
+  from 0, its images after the previous ones; samples equal the unpacked stream's; less padding."""
+  base = dict(sources=data["sources"][:2], text_rows=0, corpus=None, batch_size=2, seq_len=320)
+  plain = take(iter(pipeline.batches(config(data, **base), SkipLog())), 3)
+  reader = pipeline.batches(config(data, **base, pack=3), SkipLog())
+  packed = next(reader)
+  unpacked = [(b, r) for b in plain for r in range(2)]  # samples 0..5 of the stream
+  for row in range(2):
+    segments = packed["segment_ids"][row]
+    assert segments.max() >= 2
+    image = 0
+    for s in range(1, segments.max() + 1):
+      batch, r = unpacked[3 * row + s - 1]
+      at = segments == s
+      n = int(batch["valid"][r].sum())
+      np.testing.assert_array_equal(packed["tokens"][row, at], batch["tokens"][r, :n])
+      np.testing.assert_array_equal(packed["positions"][row, at], np.arange(n))
+      np.testing.assert_array_equal(packed["loss_mask"][row, at], batch["loss_mask"][r, :n])
+      images = int(batch["image_mask"][r].sum()) // fx.K
+      np.testing.assert_array_equal(packed["images"]["vit"][row, image:image + images],
+                                    batch["images"]["vit"][r, :images])
+      image += images
+  assert reader.packed + reader.overflow == 6 and reader.packed == int(
+      sum(packed["segment_ids"][r].max() for r in range(2)))
+  padding = lambda b: 1 - b["valid"].mean()  # noqa: E731
+  assert padding(packed) < np.mean([padding(b) for b in plain])

@@ -32,6 +32,7 @@ from sphinx_jax.data.sample import Layout, Sample, make_sample
 from sphinx_jax.data.skips import BadRecord, SkipLog, Skipped
 from sphinx_jax.data.sources import TextCorpus
 from sphinx_jax.data.tokenizer import Tokenizer
+from sphinx_jax.models.batch import first_fit
 from sphinx_jax.util.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class DataConfig:
   batch_size: int = 4
   corpus: TextCorpus | None = None
   text_rows: int = 0
+  # Samples per training row: row k holds the mixture's samples k*pack .. k*pack+pack-1, packed
+  # in order while they fit (seq_len slots, max_images images; models.batch), each its own
+  # attention segment; one that does not fit is dropped and counted. 1: one sample per row.
+  pack: int = 1
   seed: int = 0
   strict: bool = False
   threads: int = 4
@@ -73,6 +78,8 @@ class DataConfig:
       raise UserError(f"{len(self.weights)} weights for {len(self.sources)} sources")
     if self.weights is not None and min(self.weights) <= 0:
       raise UserError(f"mixture weights must be positive, got {self.weights}")
+    if self.pack < 1:
+      raise UserError(f"pack {self.pack}: samples per row must be at least 1")
     if self.text_rows and self.corpus is None:
       raise UserError("text_rows needs a corpus")
     if self.view_plan is not None and self.view_plan not in VIEW_PLANS:
@@ -283,6 +290,7 @@ class Batches:
     self.row = _Row(config, self.tok) if config.sources else None
     # by this reader: records made into samples for its rows (bad ones included), and batches
     self.decoded = self.batches_read = 0
+    self.packed = self.overflow = 0  # samples packed into rows, and dropped for lack of room
     self.set_state({"step": 0, "text": None})
 
   def __iter__(self):
@@ -299,8 +307,10 @@ class Batches:
     r, size, picks = len(self.sample_rows), self.config.batch_size, self.sample_rows
     self.samples = None
     if r:
+      k = self.config.pack
       index = grain.MapDataset.range(self.step * r, sys.maxsize)
-      self.samples = iter(index.map(lambda i: self.row((i // r) * size + picks[i % r]))
+      self.samples = iter(index.map(lambda i: [self.row(((i // r) * size + picks[i % r]) * k + a)
+                                               for a in range(k)])
                           .to_iter_dataset(read_options(self.config)).batch(r, batch_fn=list))
     self.text = None
     if self.config.text_rows:
@@ -311,21 +321,33 @@ class Batches:
 
   def __next__(self) -> dict:
     out = []
-    for sample, skipped in next(self.samples) if self.samples else []:
-      self.decoded += 1 + len(skipped)
-      for marker in skipped:
-        self.skips.keep(marker)
-      if sample is None:
-        raise UserError(f"{ROW_DRAWS} records drawn for one batch row were all bad; is (almost) "
-                        "every record bad?\n" + self.skips.summary())
-      self.skips.keep(sample)  # counts its notes
-      out.append(sample)
+    for drawn in next(self.samples) if self.samples else []:
+      row = []
+      for sample, skipped in drawn:
+        self.decoded += 1 + len(skipped)
+        for marker in skipped:
+          self.skips.keep(marker)
+        if sample is None:
+          raise UserError(f"{ROW_DRAWS} records drawn for one batch row were all bad; is "
+                          "(almost) every record bad?\n" + self.skips.summary())
+        self.skips.keep(sample)  # counts its notes
+        row.append(sample)
+      out.append(self._packed(row) if self.config.pack > 1 else row[0])
     if self.text:
       text = next(self.text)  # every process packs the whole corpus stream: one state
       out += [text[j] for j in self.text_picks]
     self.step += 1
     self.batches_read += 1
     return collate(out, layout=self.config.layout)
+
+
+  def _packed(self, samples: list[Sample]) -> list[Sample]:
+    """The samples of one row that fit it, in order (models.batch.first_fit's first bin)."""
+    layout = self.config.layout
+    fitted = first_fit(samples, length=layout.seq_len, n_images=layout.max_images)
+    self.packed += len(fitted[0])
+    self.overflow += len(samples) - len(fitted[0])
+    return fitted[0]
 
 
 def batches(config: DataConfig, skips: SkipLog, rows=None) -> Batches:

@@ -25,10 +25,12 @@ Step = Callable[[object, jax.Array, jax.Array], tuple[jax.Array, object]]
 def generate(model, params, inputs: dict, lengths: jax.Array, key: jax.Array, *, cache,
              step_method=None, **decode_args):
   """Prefill `model.apply(params, **inputs)` into `cache`, then decode after each row's last
-  prompt slot (`lengths - 1`) with `model.apply(..., method=step_method)` one slot at a time."""
+  prompt slot (`lengths - 1`) with `model.apply(..., method=step_method)` one slot at a time.
+  The prefill applies the output head (the model's `head` method) to each row's last slot only."""
   batch = lengths.shape[0]
-  logits, cache = model.apply(params, **inputs, cache=cache)
-  last = logits[jnp.arange(batch), lengths - 1]
+  hidden, cache = model.apply(params, **inputs, cache=cache, head=False)
+  last = hidden[jnp.arange(batch), lengths - 1]
+  last = model.apply(params, last[:, None], method="head")[:, 0]
 
   def step(cache, new_tokens, t):
     index = lengths + t

@@ -60,7 +60,7 @@ def _splash(q, k, v, segments):
   table splits 'batch', KV heads as 'act_kv_heads'); a Pallas call is not split by the compiler."""
   b, t, h, d = q.shape
   kv = k.shape[2]
-  kernel = _splash_kernel(h // kv, t, jax.default_backend() != "tpu")
+  kernel = _splash_kernel(h // kv, t, _platform() != "tpu")
   q = (q * (1.0 / np.sqrt(d))).reshape(b, t, kv, h // kv, d).transpose(0, 2, 3, 1, 4)
   k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, T, D]
 
@@ -79,6 +79,13 @@ def _splash(q, k, v, segments):
         out_specs=spec(rows, heads), check_vma=False)
   out = local(q, k, v, segments)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+
+
+def _platform() -> str:
+  """Where the call will run: the active mesh's chips (a TPU slice compiled ahead of time from a
+  CPU host included), else the default backend."""
+  mesh = jax.sharding.get_mesh()
+  return jax.default_backend() if mesh.empty else mesh.devices.flat[0].platform
 
 
 def _splash_kernel(groups: int, length: int, interpret: bool):

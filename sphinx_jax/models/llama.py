@@ -202,9 +202,13 @@ class Llama(nn.Module):
                                 cache_index)
     if not head:
       return self.norm(x), cache
-    logits = self.output(self.norm(x))
-    logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
-    return logits.astype(jnp.float32), cache
+    return self.head(self.norm(x)), cache
+
+  def head(self, hidden: jax.Array) -> jax.Array:
+    """float32 logits [B, T, V] of final normed hidden states [B, T, D] (`head=False`'s output):
+    a prefill applies it to each row's last position only."""
+    logits = nn.with_logical_constraint(self.output(hidden), ("batch", "length", "act_vocab"))
+    return logits.astype(jnp.float32)
 
 
 def init_cache(cfg: LlamaConfig, batch: int, length: int, dtype=None):

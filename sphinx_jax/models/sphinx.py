@@ -73,6 +73,9 @@ class SphinxNet(nn.Module):
     return self.llm(tokens, embeds=embeds, positions=positions, segment_ids=segment_ids,
                     cache=cache, head=head)
 
+  def head(self, hidden):
+    return self.llm.head(hidden)
+
   def decode(self, tokens, **kwargs):
     """Text-only continuation (decode steps after the prompt): the LLM alone."""
     return self.llm(tokens, **kwargs)

@@ -50,6 +50,9 @@ class TrainConfig:
   # param_dtype. A trainable tower keeps param_dtype.
   tower_param_dtype: str | None = None
   remat_policy: str = "none"
+  # The LLM's attention kernel (models.attention): 'xla' (any platform), 'cudnn' (GPU; rows of
+  # one sample: not with DataConfig.pack > 1), 'splash' (TPU); None: the model config's.
+  attention: str | None = None
   # The loss over this many positions at a time (models.loss.chunked_loss_sums): float32 logits
   # [B, chunk, V] instead of [B, T, V]; None: the whole sequence at once.
   loss_chunk: int | None = None

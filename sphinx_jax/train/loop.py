@@ -63,7 +63,8 @@ def model_config(t: TrainConfig) -> SphinxConfig | LlamaConfig:
                       f"'lora' adapters) only; got view_plan={t.view_plan!r}, "
                       f"trainable={t.trainable}")
     return cfg.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
-                       remat_policy=t.remat_policy, **adapters)
+                       remat_policy=t.remat_policy, attention=t.attention or cfg.attention,
+                       **adapters)
   if t.view_plan is not None and t.view_plan != cfg.view_plan:
     plan = VIEW_PLANS[t.view_plan]
     sizes = (plan.vit.side, plan.convnext.input_side)
@@ -81,7 +82,8 @@ def model_config(t: TrainConfig) -> SphinxConfig | LlamaConfig:
                     f"{t.param_dtype})")
   cfg = cfg.with_tower_dtypes(t.tower_param_dtype or t.param_dtype, t.compute_dtype)
   return cfg.replace(llm=cfg.llm.replace(param_dtype=t.param_dtype, dtype=t.compute_dtype,
-                                         remat_policy=t.remat_policy, **adapters))
+                                         remat_policy=t.remat_policy,
+                                         attention=t.attention or cfg.llm.attention, **adapters))
 
 
 def _check_lora(t: TrainConfig) -> None:
@@ -181,6 +183,11 @@ def setup(exp: Experiment, devices=None) -> RunSetup:
   """The model config, mesh over `devices` (default: all), optimizer and abstract state."""
   t = exp.train
   cfg = model_config(t)
+  llm = cfg if isinstance(cfg, LlamaConfig) else cfg.llm
+  if llm.attention == "cudnn" and exp.data.pack > 1:
+    raise UserError(f"data.pack {exp.data.pack} packs several samples per row; the 'cudnn' "
+                    "attention kernel takes one per row: use attention 'xla' or 'splash', or "
+                    "pack 1")
   mesh = sharding.make_mesh(t.mesh, devices)
   tx = optimizer.make(t.optim, t.steps)
   abstract, state_shardings = train_step.abstract_state(cfg, tx, t.trainable, mesh, t.quantize)
@@ -312,4 +319,7 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
     log.info("data: process %d read rows %s of each %d-row batch: %d records decoded for %d "
              "batches",
              jax.process_index(), _spans(rows), n_rows, data.decoded, data.batches_read)
+    if data.config.pack > 1:
+      log.info("data: %d samples packed into rows (pack %d), %d dropped for lack of room",
+               data.packed, data.config.pack, data.overflow)
   return metrics

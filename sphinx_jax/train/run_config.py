@@ -19,9 +19,11 @@ from sphinx_jax.util.files import write_atomic
 
 log = logging.getLogger(__name__)
 FILE = "run_config.json"
-# Logging, checkpoint cadence, device layout and reader threads: the same run, computed alike.
+# Logging, checkpoint cadence, device layout, kernels and reader threads: the same run, computed
+# alike.
 CHANGEABLE = ("workdir", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-              "train.peak_flops", "train.mesh", "train.loss_chunk", "data.threads",
+              "train.peak_flops", "train.mesh", "train.loss_chunk", "train.attention",
+              "data.threads",
               "data.strict")
 
 

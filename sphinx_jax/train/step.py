@@ -122,7 +122,8 @@ def make_train_step(cfg: ModelConfig, tx, trainable: tuple[str, ...],
     grads = jax.tree.map(lambda g: g / jnp.maximum(sums["count"], 1), grads)
     updates, opt_state = tx.update(grads, state.opt_state, train)
     params = {"params": join(optax.apply_updates(train, updates), frozen)}
-    metrics = {**mean_losses(sums), "grad_norm": optax.global_norm(grads), "tokens": sums["tokens"]}
+    metrics = {**mean_losses(sums), "grad_norm": optax.global_norm(grads), "tokens": sums["tokens"],
+               "padding": 1 - jnp.mean(batch["valid"].astype(jnp.float32))}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return step
