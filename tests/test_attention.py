@@ -4,6 +4,10 @@ The reference here is attention written from its definition in numpy (softmax ov
 query may see: same segment, slot not after its own), not our kernels.
 """
 import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -216,3 +220,16 @@ def test_packed_batch_gives_the_unpacked_loss_and_gradients():
   assert float(sa[0]["image_count"]) > 0 and float(sa[0]["text_count"]) > 0
   diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)))
   assert diff <= 1e-5, diff
+
+
+def test_gpu_check_runs_in_its_cpu_form(tmp_path):
+  """bench/gpu_check.py's reduced CPU form: every row present and within its bound."""
+  out = tmp_path / "gpu_check.json"
+  root = Path(__file__).parent.parent
+  proc = subprocess.run([sys.executable, str(root / "bench" / "gpu_check.py"), "--json", str(out)],
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+  rows = json.loads(out.read_text())["rows"]
+  assert len(rows) == 5 and all(r["ok"] for r in rows)
+  assert rows[0]["check"].startswith("attention splash") and rows[0]["value"] <= 2e-2
+  assert 0 < rows[2]["value"] <= 1.5 and all(0 < r["value"] <= 1.5 for r in rows[3:])

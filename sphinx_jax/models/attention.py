@@ -84,8 +84,9 @@ def _splash(q, k, v, segments):
 def _platform() -> str:
   """Where the call will run: the active mesh's chips (a TPU slice compiled ahead of time from a
   CPU host included), else the default backend."""
-  mesh = jax.sharding.get_mesh()
-  return jax.default_backend() if mesh.empty else mesh.devices.flat[0].platform
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else mesh.abstract_device
+  return jax.default_backend() if device is None else device.platform
 
 
 def _splash_kernel(groups: int, length: int, interpret: bool):
