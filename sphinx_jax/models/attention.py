@@ -55,20 +55,18 @@ def attend_cache(q: jax.Array, k: jax.Array, v: jax.Array, lengths: jax.Array,
 
 
 def _splash(q, k, v, segments):
-  """Splash attention, one MQA kernel per KV head (GQA's query groups share it), vmapped over
-  rows and KV heads. Under a mesh the kernel runs per shard (`shard_map`: rows split as the rules
-  table splits 'batch', KV heads as 'act_kv_heads'); a Pallas call is not split by the compiler."""
-  b, t, h, d = q.shape
-  kv = k.shape[2]
-  kernel = _splash_kernel(h // kv, t, _platform() != "tpu")
-  q = (q * (1.0 / np.sqrt(d))).reshape(b, t, kv, h // kv, d).transpose(0, 2, 3, 1, 4)
+  """Splash attention vmapped over rows; GQA's query heads share their KV head inside the kernel.
+  Under a mesh the kernel runs per shard (`shard_map`: rows split as the rules table splits
+  'batch', heads as 'act_kv_heads'); the compiler does not split a Pallas call."""
+  d = q.shape[-1]
+  interpret = _platform() != "tpu"
+  q = (q * (1.0 / np.sqrt(d))).astype(q.dtype).transpose(0, 2, 1, 3)  # [B, H, T, D]
   k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, T, D]
 
-  def local(q, k, v, segments):
-    def one_row(q_row, k_row, v_row, ids_row):  # [KV, G, T, D], [KV, T, D], [T]
-      ids = splash.SegmentIds(q=ids_row, kv=ids_row)
-      return jax.vmap(kernel, in_axes=(0, 0, 0, None))(q_row, k_row, v_row, ids)
-    return jax.vmap(one_row)(q, k, v, segments)  # [B, KV, G, T, D]
+  def local(q, k, v, segments):  # a shard's rows and heads
+    kernel = _splash_kernel(q.shape[1], q.shape[2], interpret)
+    return jax.vmap(lambda q, k, v, ids: kernel(q, k, v, splash.SegmentIds(q=ids, kv=ids)))(
+        q, k, v, segments)
 
   mesh = jax.sharding.get_abstract_mesh()
   if not mesh.empty:
@@ -77,8 +75,7 @@ def _splash(q, k, v, segments):
     local = jax.shard_map(local, mesh=mesh, in_specs=(
         spec(rows, heads), spec(rows, heads), spec(rows, heads), spec(rows)),
         out_specs=spec(rows, heads), check_vma=False)
-  out = local(q, k, v, segments)
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
+  return local(q, k, v, segments).transpose(0, 2, 1, 3)
 
 
 def _platform() -> str:
@@ -89,10 +86,10 @@ def _platform() -> str:
   return jax.default_backend() if device is None else device.platform
 
 
-def _splash_kernel(groups: int, length: int, interpret: bool):
-  mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((length, length))] * groups)
+def _splash_kernel(heads: int, length: int, interpret: bool):
+  mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((length, length))] * heads)
   block = min(SPLASH_BLOCK, length)
   sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                             block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                             block_q_dq=block, block_kv_dq=block)
-  return splash.make_splash_mqa_single_device(mask, block_sizes=sizes, interpret=interpret)
+  return splash.make_splash_mha_single_device(mask, block_sizes=sizes, interpret=interpret)
