@@ -19,7 +19,6 @@ import numpy as np
 from sphinx_jax.util.errors import UserError
 
 LENGTH_BUCKET = 128  # prompt batches are padded to a multiple of this: few compiled shapes
-MIN_BUCKET = 16  # below LENGTH_BUCKET, to a power of two from this: a short prompt's prefill
 
 
 class Row(Protocol):
@@ -43,10 +42,7 @@ def power_of_two(n: int) -> int:
 
 
 def bucketed(length: int) -> int:
-  """The padded length of a prompt batch whose longest row has `length` slots: a power of two
-  from 16 up to 128 (a 31-token prompt no longer prefills 128 slots), then multiples of 128."""
-  if length <= LENGTH_BUCKET:
-    return max(MIN_BUCKET, power_of_two(length))
+  """The padded length of a prompt batch whose longest row has `length` slots."""
   return -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
 
 
