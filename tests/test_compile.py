@@ -69,7 +69,7 @@ def test_a_text_only_llm_step_compiles_with_either_attention_kernel(tmp_path):
   per_layer = dim * dim + 2 * dim * dim // 2 + dim * dim + 3 * dim * ffn + 2 * dim  # + norms
   matmul = layers * per_layer + dim + vocab * dim  # final norm, output head
   attention = 12 * layers * dim * 4096 ** 2 * 16
-  assert report["model_flops_per_step"] == pytest.approx(6 * matmul * tokens + attention)
+  assert dense["model_flops_per_step"] == pytest.approx(6 * matmul * tokens + attention)
 
 
 def test_a_quantized_decode_step_compiles_with_smaller_weights(tmp_path):
