@@ -25,6 +25,7 @@ from launch.configs import default  # noqa: E402
 from sphinx_jax.configs import sphinx_preset  # noqa: E402
 from sphinx_jax.data import pipeline, synthetic  # noqa: E402
 from sphinx_jax.data.skips import SkipLog  # noqa: E402
+from sphinx_jax.models.batch import padding_fraction  # noqa: E402
 
 # (slots per row, rows per batch, samples drawn per row): every setting is 6,400 slots a batch
 SETTINGS = ((400, 16, 1), (400, 16, 2), (800, 8, 4), (1600, 4, 8))
@@ -55,7 +56,7 @@ def main() -> None:
       padding, samples = [], []
       for _ in range(args.batches):
         b = next(reader)
-        padding.append(1 - b["valid"].mean())
+        padding.append(padding_fraction(b))
         samples.append(int(b["segment_ids"].max(axis=1).sum()))
       drawn = args.batches * batch * pack
       row = {"slots_per_row": length, "rows": batch, "pack": pack,

@@ -11,6 +11,7 @@ from sphinx_jax.data.sample import make_sample
 from sphinx_jax.data.skips import SkipLog
 from sphinx_jax.data.tfds_source import Tfds
 from sphinx_jax.data.tokenizer import Tokenizer
+from sphinx_jax.models.batch import padding_fraction
 from tests import data_fixtures as fx
 
 
@@ -294,5 +295,4 @@ def test_packed_rows_hold_the_mixture_samples_in_order(data):
       image += images
   assert reader.packed + reader.overflow == 6 and reader.packed == int(
       sum(packed["segment_ids"][r].max() for r in range(2)))
-  padding = lambda b: 1 - b["valid"].mean()  # noqa: E731
-  assert padding(packed) < np.mean([padding(b) for b in plain])
+  assert padding_fraction(packed) < np.mean([padding_fraction(b) for b in plain])
