@@ -1,9 +1,17 @@
-"""Test setup: 8 fake CPU devices (set before jax is imported), float32 matmuls everywhere."""
+"""Test setup: 8 fake CPU devices (set before jax is imported), float32 matmuls everywhere, and
+one XLA compilation cache for the run's workers and the `launch` processes they start."""
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Most of the suite's time is compiling the same tiny models in many tests and subprocesses;
+# XLA's persistent cache compiles each program once per machine (keys hold the program, the
+# flags and the jax version, so a stale entry is never used).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "sphinx-jax-tests-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import jax  # noqa: E402
 

@@ -1,0 +1,183 @@
+"""Where bench/llama.py's training step spends its time, in JAX and in PyTorch, op by op.
+
+Traces a few training steps (forward + backward of the next-token loss) of the same ~110M fp32
+decoder with `jax.profiler` (XLA:CPU records one event per executed op/thunk) and with
+`torch.profiler`, sums op time per category (matmuls, elementwise/reduce fusions, copies and
+layout changes, slices of the layer stack, the rest) and prints both side by side, with each
+matmul category's achieved GFLOP/s. `--decode` profiles greedy decoding (batch 8) instead.
+
+  python bench/op_profile.py [--steps 3] [--seq 256] [--batch 4] [--decode] [--top 12]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import torch  # noqa: E402
+
+from bench.llama import DIM, FFN, HEADS, LAYERS, VOCAB  # noqa: E402
+from sphinx_jax import LanguageModel, sharding  # noqa: E402
+from sphinx_jax.models.llama import Llama  # noqa: E402
+from tests import llama_refs  # noqa: E402
+
+# What an op does, by a word in its name (XLA thunk names; aten op names), checked in order;
+# an op matching none is elementwise / reduce work (XLA fusions, aten::mul, ...).
+JAX_KINDS = (("matmul", ("dot", "ynn_fusion", "xnn_fusion", "onednn", "convolution")),
+             ("layer-stack slices", ("dynamic-slice", "dynamic-update-slice", "gather",
+                                     "scatter")),
+             ("copies, transposes, broadcasts", ("copy", "transpose", "broadcast",
+                                                 "concatenate", "pad")),
+             ("loop control", ("while", "conditional")))
+TORCH_KINDS = (("matmul", ("aten::mm", "aten::bmm", "aten::addmm", "aten::matmul")),
+               ("layer-stack slices", ("aten::slice", "aten::index", "aten::gather",
+                                       "aten::select")),
+               ("copies, transposes, broadcasts", ("aten::copy_", "aten::clone", "aten::cat",
+                                                   "aten::contiguous", "aten::t",
+                                                   "aten::transpose", "aten::expand")),
+               ("loop control", ("autograd::", "torch::autograd::")))
+ELEMENTWISE = "elementwise, reduce"
+KINDS = [k for k, _ in JAX_KINDS] + [ELEMENTWISE]
+# trace events that are the runtime around ops (dispatch, waits), not ops
+JAX_RUNTIME = ("ThunkExecutor", "PjitFunction", "Pjrt", "PjRt", "MutexLock", "Threadpool",
+               "SlinkyThreadPool", "ParseArguments", "Handle ", "Allocate", "Wait for", "end:",
+               "$")
+
+
+def kind_of(name: str, kinds) -> str:
+  """XLA names contain their word (`copy_bitcast_fusion`); aten names equal it, or start with
+  it where it ends in '::'."""
+  for kind, words in kinds:
+    if any(w in name if not name.startswith("aten::") else name == w for w in words):
+      return kind
+    if any(w.endswith("::") and name.startswith(w) for w in words):
+      return kind
+  return ELEMENTWISE
+
+
+def jax_op_times(fn, steps: int) -> tuple[dict[str, float], float]:
+  """({op name: total seconds over `steps` calls}, wall seconds per call) from a jax trace."""
+  fn()
+  with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    with jax.profiler.trace(tmp, create_perfetto_trace=True):
+      for _ in range(steps):
+        fn()
+    wall = (time.perf_counter() - start) / steps
+    path, = glob.glob(f"{tmp}/**/perfetto_trace.json.gz", recursive=True)
+    with gzip.open(path) as f:
+      trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  ops = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and not e["name"].startswith(JAX_RUNTIME):
+      ops[e["name"].split(".")[0]] += e["dur"] * 1e-6
+  return ops, wall
+
+
+def torch_op_times(fn, steps: int) -> tuple[dict[str, float], float]:
+  """({aten op: self CPU seconds over `steps` calls}, wall seconds per call)."""
+  fn()
+  start = time.perf_counter()
+  with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    for _ in range(steps):
+      fn()
+  wall = (time.perf_counter() - start) / steps
+  ops = collections.Counter()
+  for avg in prof.key_averages():
+    ops[avg.key] += avg.self_cpu_time_total * 1e-6
+  return ops, wall
+
+
+def by_kind(ops: dict[str, float], kinds, steps: int) -> dict[str, float]:
+  out = collections.Counter()
+  for name, seconds in ops.items():
+    out[kind_of(name, kinds)] += seconds / steps
+  return out
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--batch", type=int, default=4)
+  parser.add_argument("--decode", action="store_true", help="profile greedy decoding, batch 8")
+  parser.add_argument("--new-tokens", type=int, default=32)
+  parser.add_argument("--top", type=int, default=12)
+  args = parser.parse_args()
+  torch.set_num_threads(os.cpu_count())
+  hf = llama_refs.hf_llama(kv_heads=HEADS, layers=LAYERS, vocab=VOCAB, dim=DIM, heads=HEADS,
+                           ffn=FFN)
+  cfg, params = llama_refs.our_params(hf)
+  n_params = sum(p.numel() for p in hf.parameters())
+  params = jax.device_put(params, jax.devices()[0])
+
+  if args.decode:
+    mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
+    lm = LanguageModel(cfg, params, mesh=mesh)
+    prompts = [[1] + list(range(10 + i, 40 + i)) for i in range(8)]
+    new = args.new_tokens
+    ids = torch.tensor(prompts)
+    jax_fn = lambda: lm.generate_ids(prompts, max_new_tokens=new, eos_id=None)  # noqa: E731
+
+    def torch_fn():
+      with torch.no_grad():
+        hf.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                    eos_token_id=None, pad_token_id=0)
+    matmul_flops = 2 * n_params * 8 * (new + 31)
+    what = f"greedy decoding, batch 8, 31-token prompts + {new} new tokens"
+  else:
+    tokens = np.random.default_rng(0).integers(0, VOCAB, (args.batch, args.seq)).astype(np.int32)
+
+    def loss(p, t):
+      logits, _ = Llama(cfg).apply(p, t)
+      return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], t[:, 1:]).mean()
+    grad_fn = jax.jit(jax.value_and_grad(loss))
+    jt = jnp.asarray(tokens)
+    jax_fn = lambda: jax.block_until_ready(grad_fn(params, jt))  # noqa: E731
+    tt = torch.as_tensor(tokens, dtype=torch.long)
+    hf.train()
+
+    def torch_fn():
+      hf.zero_grad(set_to_none=True)
+      hf(tt, labels=tt).loss.backward()
+    n_tokens = args.batch * args.seq
+    matmul_flops = 6 * n_params * n_tokens + 12 * LAYERS * DIM * args.seq * n_tokens
+    what = f"training step (fwd+bwd), {args.batch} x {args.seq} tokens"
+
+  jax_ops, jax_wall = jax_op_times(jax_fn, args.steps)
+  torch_ops, torch_wall = torch_op_times(torch_fn, args.steps)
+  jax_kinds = by_kind(jax_ops, JAX_KINDS, args.steps)
+  torch_kinds = by_kind(torch_ops, TORCH_KINDS, args.steps)
+  print(f"\n{what}; {n_params / 1e6:.0f}M params fp32, {os.cpu_count()} cores; "
+        f"time per call, op times summed over threads")
+  print(f"{'category':<32}{'JAX ms':>10}{'PyTorch ms':>12}")
+  for kind in KINDS:
+    print(f"{kind:<32}{1e3 * jax_kinds[kind]:>10.1f}{1e3 * torch_kinds[kind]:>12.1f}")
+  print(f"{'all ops':<32}{1e3 * sum(jax_kinds.values()):>10.1f}"
+        f"{1e3 * sum(torch_kinds.values()):>12.1f}")
+  print(f"{'wall':<32}{1e3 * jax_wall:>10.1f}{1e3 * torch_wall:>12.1f}")
+  for name, kinds in (("JAX", jax_kinds), ("PyTorch", torch_kinds)):
+    print(f"{name} matmuls: {matmul_flops / kinds['matmul'] / 1e9:.1f} GFLOP/s "
+          f"(model matmul FLOPs / matmul op time)")
+  for name, ops in (("JAX (XLA ops)", jax_ops), ("PyTorch (aten, self time)", torch_ops)):
+    print(f"\ntop {args.top} {name}:")
+    for op, seconds in ops.most_common(args.top):
+      print(f"  {op:<44}{1e3 * seconds / args.steps:>9.1f} ms")
+
+
+if __name__ == "__main__":
+  main()
