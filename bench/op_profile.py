@@ -16,6 +16,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -83,8 +84,18 @@ def jax_op_times(fn, steps: int) -> tuple[dict[str, float], float]:
   ops = collections.Counter()
   for e in events:
     if e.get("ph") == "X" and not e["name"].startswith(JAX_RUNTIME):
-      ops[e["name"].split(".")[0]] += e["dur"] * 1e-6
+      ops[e["name"]] += e["dur"] * 1e-6
   return ops, wall
+
+
+def hlo_shapes(hlo_text: str) -> dict[str, str]:
+  """{instruction name: its result shape} of an optimized HLO module's text."""
+  shapes = {}
+  for line in hlo_text.splitlines():
+    m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ", line)
+    if m:
+      shapes[m.group(1)] = m.group(2).split("{")[0]
+  return shapes
 
 
 def torch_op_times(fn, steps: int) -> tuple[dict[str, float], float]:
@@ -138,6 +149,7 @@ def main() -> None:
         hf.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
                     eos_token_id=None, pad_token_id=0)
     matmul_flops = 2 * n_params * 8 * (new + 31)
+    shapes = {}  # several programs (prefill, decode loop): names only
     what = f"greedy decoding, batch 8, 31-token prompts + {new} new tokens"
   else:
     tokens = np.random.default_rng(0).integers(0, VOCAB, (args.batch, args.seq)).astype(np.int32)
@@ -148,6 +160,7 @@ def main() -> None:
     grad_fn = jax.jit(jax.value_and_grad(loss))
     jt = jnp.asarray(tokens)
     jax_fn = lambda: jax.block_until_ready(grad_fn(params, jt))  # noqa: E731
+    shapes = hlo_shapes(grad_fn.lower(params, jt).compile().as_text())
     tt = torch.as_tensor(tokens, dtype=torch.long)
     hf.train()
 
@@ -161,6 +174,9 @@ def main() -> None:
   jax_ops, jax_wall = jax_op_times(jax_fn, args.steps)
   torch_ops, torch_wall = torch_op_times(torch_fn, args.steps)
   jax_kinds = by_kind(jax_ops, JAX_KINDS, args.steps)
+  jax_ops_by_kind = collections.Counter()
+  for name, seconds in jax_ops.items():
+    jax_ops_by_kind[name.split(".")[0]] += seconds
   torch_kinds = by_kind(torch_ops, TORCH_KINDS, args.steps)
   print(f"\n{what}; {n_params / 1e6:.0f}M params fp32, {os.cpu_count()} cores; "
         f"time per call, op times summed over threads")
@@ -173,10 +189,14 @@ def main() -> None:
   for name, kinds in (("JAX", jax_kinds), ("PyTorch", torch_kinds)):
     print(f"{name} matmuls: {matmul_flops / kinds['matmul'] / 1e9:.1f} GFLOP/s "
           f"(model matmul FLOPs / matmul op time)")
-  for name, ops in (("JAX (XLA ops)", jax_ops), ("PyTorch (aten, self time)", torch_ops)):
+  for name, ops in (("JAX (XLA ops, by kind)", jax_ops_by_kind),
+                    ("PyTorch (aten, self time)", torch_ops)):
     print(f"\ntop {args.top} {name}:")
     for op, seconds in ops.most_common(args.top):
       print(f"  {op:<44}{1e3 * seconds / args.steps:>9.1f} ms")
+  print(f"\ntop {args.top} JAX instructions (result shape from the optimized HLO):")
+  for op, seconds in jax_ops.most_common(args.top):
+    print(f"  {op:<44}{1e3 * seconds / args.steps:>9.1f} ms  {shapes.get(op, '')}")
 
 
 if __name__ == "__main__":
