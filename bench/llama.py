@@ -71,6 +71,62 @@ def decode_roofline(n_params: int, batch: int, prompt: int, new: int, bandwidth:
   return batch * bandwidth / (4 * n_params + cache)
 
 
+def models() -> tuple:
+  """(HF PyTorch model, our LanguageModel of the same weights on one device, parameter count):
+  the ~110M fp32 decoder every bench here measures."""
+  hf = llama_refs.hf_llama(kv_heads=HEADS, layers=LAYERS, vocab=VOCAB, dim=DIM, heads=HEADS,
+                           ffn=FFN)
+  cfg, params = llama_refs.our_params(hf)
+  mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
+  lm = LanguageModel(cfg, jax.device_put(params, jax.devices()[0]), mesh=mesh)
+  return hf, lm, sum(p.numel() for p in hf.parameters())
+
+
+def train_steps(hf, lm: LanguageModel, n_params: int, batch: int, seq: int) -> tuple:
+  """(JAX step, PyTorch step, model FLOPs a step, the JAX step lowered): forward + backward of
+  the next-token loss on the same random tokens; FLOPs are 6 N per token plus attention's full
+  T x T."""
+  tokens = np.random.default_rng(0).integers(0, VOCAB, (batch, seq)).astype(np.int32)
+
+  def loss(p, t):
+    logits, _ = Llama(lm.config).apply(p, t)
+    return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], t[:, 1:]).mean()
+
+  grad_fn = jax.jit(jax.value_and_grad(loss))
+  jt = jnp.asarray(tokens)
+  tt = torch.as_tensor(tokens, dtype=torch.long)
+
+  def torch_step():
+    hf.zero_grad(set_to_none=True)
+    hf(tt, labels=tt).loss.backward()
+
+  n_tokens = batch * seq
+  flops = 6 * n_params * n_tokens + 12 * LAYERS * DIM * seq * n_tokens
+  return (lambda: jax.block_until_ready(grad_fn(lm.params, jt)), torch_step, flops,
+          grad_fn.lower(lm.params, jt))
+
+
+def prompts(batch: int) -> list[list[int]]:
+  """`batch` distinct 31-token prompts."""
+  return [[1] + list(range(10 + i, 40 + i)) for i in range(batch)]
+
+
+def jax_greedy(model: LanguageModel, batch: int, new: int):
+  """A call decoding `new` tokens greedily for each of `prompts(batch)`."""
+  return lambda: model.generate_ids(prompts(batch), max_new_tokens=new, eos_id=None)
+
+
+def torch_greedy(hf, batch: int, new: int):
+  """HF's greedy generate of the same prompts, exactly `new` tokens each."""
+  ids = torch.tensor(prompts(batch))
+
+  def call():
+    with torch.no_grad():
+      hf.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                  eos_token_id=None, pad_token_id=0)
+  return call
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,51 +138,28 @@ def main() -> None:
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
 
-  hf = llama_refs.hf_llama(kv_heads=HEADS, layers=LAYERS, vocab=VOCAB, dim=DIM, heads=HEADS,
-                           ffn=FFN)
-  cfg, params = llama_refs.our_params(hf)
-  n_params = sum(p.numel() for p in hf.parameters())
-  mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
-  lm = LanguageModel(cfg, jax.device_put(params, jax.devices()[0]), mesh=mesh)
+  hf, lm, n_params = models()
+  cfg, mesh = lm.config, lm.mesh
   print(f"model: {n_params / 1e6:.0f}M params, dim {DIM}, {LAYERS} layers, vocab {VOCAB}; "
         f"{os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.devices()[0].platform}), "
         f"torch {torch.__version__}")
 
-  # Training step: forward + backward of the next-token loss.
-  tokens = np.random.default_rng(0).integers(0, VOCAB, (args.batch, args.seq)).astype(np.int32)
-
-  def loss(p, t):
-    logits, _ = Llama(cfg).apply(p, t)
-    return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], t[:, 1:]).mean()
-
-  grad_fn = jax.jit(jax.value_and_grad(loss))
-  jt = jnp.asarray(tokens)
-  jax_train = timed(lambda: jax.block_until_ready(grad_fn(lm.params, jt)), args.steps)
-  tt = torch.as_tensor(tokens, dtype=torch.long)
-
-  def torch_step():
-    hf.zero_grad(set_to_none=True)
-    hf(tt, labels=tt).loss.backward()
-
+  jax_step, torch_step, flops, _ = train_steps(hf, lm, n_params, args.batch, args.seq)
+  jax_train = timed(jax_step, args.steps)
   torch_train = timed(torch_step, args.steps)
   n_tokens = args.batch * args.seq
-  flops = 6 * n_params * n_tokens + 12 * LAYERS * DIM * args.seq * n_tokens  # + attention
   peak = matmul_peak()
   bandwidth = memory_bandwidth()
 
   # Greedy decoding.
-  models = {"": lm, **{f" {s}": LanguageModel(cfg, {"params": quantize_llm(lm.params["params"], s)},
-                                               mesh=mesh) for s in ("int8", "int4")}}
+  quantized = {"": lm, **{f" {s}": LanguageModel(cfg, {"params": quantize_llm(lm.params["params"], s)},
+                                                  mesh=mesh) for s in ("int8", "int4")}}
   rows = {}
   for batch in (1, 8):
-    prompts = [[1] + list(range(10 + i, 40 + i)) for i in range(batch)]
     new = args.new_tokens
-    input_ids = torch.tensor(prompts)
-    with torch.no_grad():
-      torch_s = timed(lambda: hf.generate(input_ids, max_new_tokens=new, min_new_tokens=new,
-                                          do_sample=False, eos_token_id=None, pad_token_id=0), 2)
-    for name, model in models.items():
-      jax_s = timed(lambda: model.generate_ids(prompts, max_new_tokens=new, eos_id=None), 2)
+    torch_s = timed(torch_greedy(hf, batch, new), 2)
+    for name, model in quantized.items():
+      jax_s = timed(jax_greedy(model, batch, new), 2)
       rows[f"greedy decode{name}, batch {batch}"] = (batch * new / jax_s, batch * new / torch_s)
 
   print(f"\nmeasured fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")

@@ -24,15 +24,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
 import torch  # noqa: E402
 
-from bench.llama import DIM, FFN, HEADS, LAYERS, VOCAB  # noqa: E402
-from sphinx_jax import LanguageModel, sharding  # noqa: E402
-from sphinx_jax.models.llama import Llama  # noqa: E402
-from tests import llama_refs  # noqa: E402
+from bench.llama import jax_greedy, models, torch_greedy, train_steps  # noqa: E402
 
 # What an op does, by a word in its name (XLA thunk names; aten op names), checked in order;
 # an op matching none is elementwise / reduce work (XLA fusions, aten::mul, ...).
@@ -130,45 +124,16 @@ def main() -> None:
   parser.add_argument("--top", type=int, default=12)
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
-  hf = llama_refs.hf_llama(kv_heads=HEADS, layers=LAYERS, vocab=VOCAB, dim=DIM, heads=HEADS,
-                           ffn=FFN)
-  cfg, params = llama_refs.our_params(hf)
-  n_params = sum(p.numel() for p in hf.parameters())
-  params = jax.device_put(params, jax.devices()[0])
-
+  hf, lm, n_params = models()
   if args.decode:
-    mesh = sharding.make_mesh(sharding.MeshConfig(1, 1, 1), jax.devices()[:1])
-    lm = LanguageModel(cfg, params, mesh=mesh)
-    prompts = [[1] + list(range(10 + i, 40 + i)) for i in range(8)]
     new = args.new_tokens
-    ids = torch.tensor(prompts)
-    jax_fn = lambda: lm.generate_ids(prompts, max_new_tokens=new, eos_id=None)  # noqa: E731
-
-    def torch_fn():
-      with torch.no_grad():
-        hf.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                    eos_token_id=None, pad_token_id=0)
+    jax_fn, torch_fn = jax_greedy(lm, 8, new), torch_greedy(hf, 8, new)
     matmul_flops = 2 * n_params * 8 * (new + 31)
     shapes = {}  # several programs (prefill, decode loop): names only
     what = f"greedy decoding, batch 8, 31-token prompts + {new} new tokens"
   else:
-    tokens = np.random.default_rng(0).integers(0, VOCAB, (args.batch, args.seq)).astype(np.int32)
-
-    def loss(p, t):
-      logits, _ = Llama(cfg).apply(p, t)
-      return optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], t[:, 1:]).mean()
-    grad_fn = jax.jit(jax.value_and_grad(loss))
-    jt = jnp.asarray(tokens)
-    jax_fn = lambda: jax.block_until_ready(grad_fn(params, jt))  # noqa: E731
-    shapes = hlo_shapes(grad_fn.lower(params, jt).compile().as_text())
-    tt = torch.as_tensor(tokens, dtype=torch.long)
-    hf.train()
-
-    def torch_fn():
-      hf.zero_grad(set_to_none=True)
-      hf(tt, labels=tt).loss.backward()
-    n_tokens = args.batch * args.seq
-    matmul_flops = 6 * n_params * n_tokens + 12 * LAYERS * DIM * args.seq * n_tokens
+    jax_fn, torch_fn, matmul_flops, lowered = train_steps(hf, lm, n_params, args.batch, args.seq)
+    shapes = hlo_shapes(lowered.compile().as_text())
     what = f"training step (fwd+bwd), {args.batch} x {args.seq} tokens"
 
   jax_ops, jax_wall = jax_op_times(jax_fn, args.steps)
