@@ -67,8 +67,9 @@ def check_attention(gpu: bool) -> dict:
 
   fast = jax.jit(jax.value_and_grad(lambda *a: loss(*a, impl), argnums=(0, 1, 2)))
   ref = jax.jit(jax.value_and_grad(lambda *a: loss(*a, "xla"), argnums=(0, 1, 2)))
-  out_fast = attention.attend(q, k, v, seg, impl)
-  out_ref = attention.attend(q, k, v, seg, "xla")
+  attend = jax.jit(attention.attend, static_argnums=4)  # eager Pallas interpret mode crawls
+  out_fast = attend(q, k, v, seg, impl)
+  out_ref = attend(q, k, v, seg, "xla")
   real = np.asarray(seg > 0)
   fwd = rel_diff(np.asarray(out_fast, np.float32)[real], np.asarray(out_ref, np.float32)[real])
   grads = max(rel_diff(a, b_) for a, b_ in zip(fast(q, k, v)[1], ref(q, k, v)[1]))
@@ -78,7 +79,7 @@ def check_attention(gpu: bool) -> dict:
 
 def check_sphinx_logits() -> dict:
   cfg = sphinx_preset("tiny")
-  params = nn.unbox(sphinx.init_params(cfg, jax.random.key(0)))
+  params = jax.jit(lambda key: nn.unbox(sphinx.init_params(cfg, key)))(jax.random.key(0))
   rng = np.random.default_rng(1)
   k = cfg.image_tokens
   tokens = rng.integers(3, cfg.llm.vocab_size, (2, k + 16)).astype(np.int32)
@@ -88,7 +89,8 @@ def check_sphinx_logits() -> dict:
             for name, s in cfg.view_sizes.items()}
   cpu = jax.devices("cpu")[0]
   with jax.default_device(cpu):
-    ref = sphinx.SphinxNet(cfg).apply(jax.device_put(params, cpu), tokens, mask, images)[0]
+    ref = jax.jit(lambda p: sphinx.SphinxNet(cfg).apply(p, tokens, mask, images)[0])(
+        jax.device_put(params, cpu))
   bf16 = cfg.with_tower_dtypes("float32", "bfloat16")
   bf16 = bf16.replace(llm=bf16.llm.replace(dtype="bfloat16"))
   out = jax.jit(lambda p: sphinx.SphinxNet(bf16).apply(p, tokens, mask, images)[0])(params)
@@ -119,7 +121,7 @@ def llama_checks(gpu: bool) -> list[dict]:
     cfg = LlamaConfig(vocab_size=512, dim=128, n_layers=2, n_heads=4, ffn_dim=256,
                       max_seq_len=256, param_dtype="bfloat16", dtype="bfloat16")
     rows, length, prompt, new, n = 2, 128, 16, 8, 512
-  params = nn.unbox(init_params(cfg, jax.random.key(0)))
+  params = jax.jit(lambda key: nn.unbox(init_params(cfg, key)))(jax.random.key(0))
   n_params = sum(x.size for x in jax.tree.leaves(params))
   tokens = jnp.asarray(np.random.default_rng(0).integers(3, cfg.vocab_size, (rows, length)),
                        jnp.int32)

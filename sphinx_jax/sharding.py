@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from sphinx_jax.util.errors import UserError
+from sphinx_jax.util.once import run_once
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -108,7 +109,7 @@ def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, *args) -> tuple[Any, A
   Returned params are unboxed plain dicts.
   """
   _, shardings = param_shardings(init_fn, mesh, *args)
-  params = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
+  params = run_once(lambda *a: nn.unbox(init_fn(*a)), *args, out_shardings=shardings)
   return params, shardings
 
 

@@ -1,19 +1,13 @@
-"""Test setup: 8 fake CPU devices (set before jax is imported), float32 matmuls everywhere, and
-one XLA compilation cache for the run's workers and the `launch` processes they start."""
+"""Test setup: 8 fake CPU devices (set before jax is imported) and float32 matmuls everywhere.
+
+No persistent compilation cache: with one shared by the workers and their subprocesses, CI lost
+two workers to crashes while they compiled (and a two-process run missed its barrier once).
+"""
 import os
-import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Most of the suite's time is compiling the same tiny models in many tests and subprocesses;
-# XLA's persistent cache compiles each program once per machine (keys hold the program, the
-# flags and the jax version, so a stale entry is never used). A size limit turns on the cache's
-# file lock, so concurrent processes never read a half-written entry.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(tempfile.gettempdir(), "sphinx-jax-tests-xla-cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
 
 import jax  # noqa: E402
 

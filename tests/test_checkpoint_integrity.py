@@ -41,7 +41,15 @@ def test_checksums_are_the_same_under_any_sharding_and_see_one_flipped_bit():
   x = np.random.RandomState(0).randn(16, 24).astype(np.float32)
   mesh = jax.make_mesh((4, 2), ("a", "b"))
   sharded = jax.device_put(x, NamedSharding(mesh, P("a", "b")))
-  assert checksums.checksum(sharded) == checksums.checksum(x)
+  assert checksums.checksum(sharded, "device") == checksums.checksum(x) == checksums.checksum(
+      sharded)  # on the devices, sharded; by numpy on the host
+  rng = np.random.RandomState(1)
+  ints = rng.randint(-8, 8, (8, 6))
+  tree = {"bf16": x.astype(jnp.bfloat16), "f16": x.astype(np.float16), "i8": ints.astype(np.int8),
+          "bool": x > 0, "i64": ints * 10**6, "int4": jnp.asarray(ints, jnp.int4),
+          "uint4": jnp.asarray(ints + 8, jnp.uint4), "key": jax.random.key(3),
+          "chunks": rng.randn(5 << 20).astype(np.float32)}  # more than one host chunk
+  assert checksums.of_tree(tree, "host") == checksums.of_tree(tree, "device")
   for dtype in (np.float32, jnp.bfloat16, np.int8, np.int32):
     y = np.asarray(x, dtype)
     for flat_index in (0, 7, y.size - 1):

@@ -36,11 +36,8 @@ def _pair(workdir: Path, *extra: str):
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  # Without the suite's compilation cache (conftest): one process reading a program from it
-  # while the other compiles skews them far apart, and the pair's resume then missed its
-  # shutdown barrier (measured once, with the cache; never without it).
-  env = {**{k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")},
-         "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
   procs = []
   for i in range(2):
     log = workdir.parent / f"{workdir.name}.{i}.log"

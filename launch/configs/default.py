@@ -39,9 +39,9 @@ STAGE2 = {"vqa_dialogs": 4.0, "rec_dialogs": 2.0, "ocr": 0.5, "detection": 1.0, 
 VIDEO_FRAMES = 2  # frames a video gives stage 2 (MIMIC-IT's linspace sampling of the 4 drawn)
 # Steps per stage, world size and evaluation samples: the default and the `fast` variant.
 SIZES = {"": dict(stage0=120, stage1_real=400, stage1_synthetic=500, stage2=300, n_train=4000,
-                  n_eval=150, limit=None, workdir="runs/default"),
+                  n_eval=150, limit=None, stage0_batch=64, workdir="runs/default"),
          "fast": dict(stage0=3, stage1_real=3, stage1_synthetic=3, stage2=3, n_train=32, n_eval=8,
-                      limit=8, workdir="runs/default_fast")}
+                      limit=8, stage0_batch=16, workdir="runs/default_fast")}
 
 
 def get_config(arg: str = "") -> Recipe:
@@ -74,7 +74,7 @@ def get_config(arg: str = "") -> Recipe:
       optim=OptimConfig(lr=2e-3, min_lr=2e-4, warmup_steps=min(20, size["stage0"]),
                         weight_decay=0.05),
       data=PairsConfig(tokenizer=tokenizer, sources=(specs["towers"],), view_plan=SUB_IMAGES,
-                       text_len=56, negatives=2, batch_size=64, seed=seed))
+                       text_len=56, negatives=2, batch_size=size["stage0_batch"], seed=seed))
   return Recipe(
       workdir=workdir, world=world, stage0=towers,
       stage1_real=stage(size["stage1_real"], 3e-3, {"captions_real": 1}, 56, text_rows=2),

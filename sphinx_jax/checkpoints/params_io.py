@@ -90,13 +90,24 @@ def write_into(directory: Path, parts: Iterable[dict], config: dict,
   for part in parts:
     part = jax.tree.map(_storable, part)
     sums.update(checksums.of_tree(part))
-    ocp_partial.save(directory / PARAMS_DIR, part)
+    with saving_context():
+      ocp_partial.save(directory / PARAMS_DIR, part)
   ocp_partial.finalize(directory / PARAMS_DIR)
   if jax.process_index() == 0:
     checksums.write(directory / CHECKSUMS_FILE, sums)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
       shutil.copyfile(tokenizer, directory / TOKENIZER_FILE)
+
+
+def saving_context() -> ocp.Context:
+  """Orbax's saving options. Replica-parallel saving (Orbax's default off GPU) slices each
+  replicated array per replica; on XLA:CPU every slice shape is a compilation (312, 17 s, in a
+  tiny SPHINX's first checkpoint) and all replicas are on this host: off there."""
+  ctx = ocp.Context()
+  if jax.default_backend() == "cpu":
+    ctx.array.saving.use_replica_parallel = False
+  return ctx
 
 
 def _storable(x):
@@ -113,14 +124,27 @@ def disk_parts(params: dict) -> Iterator[dict]:
   for path, stack in stacks:
     n = jax.tree.leaves(stack)[0].shape[0]
     for i in range(n):
-      yield _nest(path, {STACK_KEY: {str(i): jax.tree.map(lambda a: _layer(a, i), stack)}})
+      yield _nest(path, {STACK_KEY: {str(i): _layer(stack, i)}})
 
 
-def _layer(stack, i: int):
-  if isinstance(stack, jax.Array) and not stack.is_fully_addressable:
-    replicated = NamedSharding(stack.sharding.mesh, PartitionSpec())
-    return jax.jit(lambda a: a[i], out_shardings=replicated)(stack)
-  return np.asarray(stack[i])
+def _layer(stack: dict, i: int) -> dict:
+  """Layer `i` of every array of a stack, as numpy. On devices, one program takes it with the
+  index as an argument: a compilation per stack, not per array and layer."""
+  arrays = [a for a in jax.tree.leaves(stack) if isinstance(a, jax.Array)]
+  if not arrays:
+    return jax.tree.map(lambda a: np.asarray(a[i]), stack)
+  spread = not all(a.is_fully_addressable for a in arrays)
+  return jax.tree.map(np.asarray, _take(arrays[0].sharding.mesh if spread else None)(
+      stack, np.int32(i)))
+
+
+@functools.cache
+def _take(mesh):
+  """jit (stack, i) -> layer i; replicated over `mesh` (arrays spread over processes)."""
+  def take(stack, i):
+    return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), stack)
+  return jax.jit(take, out_shardings=None if mesh is None else NamedSharding(mesh,
+                                                                             PartitionSpec()))
 
 
 def assemble(parts: Iterable[dict]) -> dict:
@@ -445,8 +469,15 @@ def _stack(arrays: tuple, sharding, dtype, stack: bool = True) -> jax.Array:
   """The arrays stacked (or the one array), cast to `dtype`, in `sharding`; inputs freed."""
   if not stack and arrays[0].dtype == dtype:
     return arrays[0]
-  join = (lambda *xs: jax.numpy.stack(xs).astype(dtype)) if stack else (lambda x: x.astype(dtype))
-  out = jax.jit(join, out_shardings=sharding)(*arrays)
+  out = _joiner(dtype, sharding, stack)(*arrays)
   for a in arrays:
     a.delete()
   return out
+
+
+@functools.cache
+def _joiner(dtype, sharding, stack: bool):
+  """The jitted stack-and-cast, one per (dtype, sharding): loading another checkpoint of the
+  same shapes (every load of a model, the recipe's five) compiles nothing again."""
+  join = (lambda *xs: jax.numpy.stack(xs).astype(dtype)) if stack else (lambda x: x.astype(dtype))
+  return jax.jit(join, out_shardings=sharding)

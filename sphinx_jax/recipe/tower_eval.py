@@ -11,6 +11,8 @@ LLM is trained (the embedded default's stage 0 report).
 """
 from __future__ import annotations
 
+import functools
+
 import json
 from collections import Counter
 from pathlib import Path
@@ -56,8 +58,11 @@ def zero_shot(net, params, world: Path, tokenizer: Tokenizer, plan: str, text_le
   """{tower: {kind: accuracy}} with `chance` per kind (see the module doc)."""
   held = scenes(world, "eval", limit)
   pixels = _views(world, "eval", held, plan)
-  image_fn = jax.jit(lambda v, c: net.apply(params, v, c, method=type(net).image_embeddings))
-  text_fn = jax.jit(lambda t, m: net.apply(params, t, m, method=type(net).text_embeddings))
+  # params as an argument, not a closure: a closed-over array would be a constant of the program
+  image_fn = functools.partial(jax.jit(
+      lambda p, v, c: net.apply(p, v, c, method=type(net).image_embeddings)), params)
+  text_fn = functools.partial(jax.jit(
+      lambda p, t, m: net.apply(p, t, m, method=type(net).text_embeddings)), params)
   images = _batched(image_fn, (pixels["vit"], pixels["convnext"]))
   rng = np.random.default_rng(seed)
   results = {name: {} for name in images}
@@ -91,7 +96,8 @@ def knn(net, params, world: Path, plan: str, limit: int | None = None, bank: int
   """DINOv2's k-NN accuracy per label (colour and shape of one-object scenes, object count)
   against the first `bank` training scenes, with the majority label's accuracy as `chance`."""
   train, held = scenes(world, "train", min(bank, limit or bank)), scenes(world, "eval", limit)
-  fn = jax.jit(lambda v: net.apply(params, v, method=type(net).dino_embeddings))
+  fn = functools.partial(jax.jit(lambda p, v: net.apply(p, v, method=type(net).dino_embeddings)),
+                         params)
   bank = _batched(fn, (_views(world, "train", train, plan)["vit"],))
   query = _batched(fn, (_views(world, "eval", held, plan)["vit"],))
   train_labels, held_labels = _labels(train), _labels(held)

@@ -245,7 +245,7 @@ def _train(exp: Experiment, workdir: Path, resume: bool, label: str,
   first = next(data)
   source_names = run.source_names
   step_fn = step_function(run, t, sharding.batch_shardings(shapes, mesh))
-  schedule = optimizer.schedule(t.optim, t.steps)
+  schedule = jax.jit(optimizer.schedule(t.optim, t.steps))  # logged per step: one program
   flops = step_flops(cfg, abstract.params["params"], shapes)
   peak = t.peak_flops or measured_peak_flops()
   is_main = jax.process_index() == 0

@@ -24,6 +24,9 @@ CORRUPT_DIR = "checkpoints_corrupt"  # beside the checkpoints: steps that did no
 class Checkpoints:
   def __init__(self, directory: str | Path, every: int, keep: int):
     self.directory = Path(directory).absolute()
+    if jax.default_backend() == "cpu":  # as params_io.saving_context, for the manager's handler
+      ocp.type_handlers.register_type_handler(
+          jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,

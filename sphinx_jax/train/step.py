@@ -15,6 +15,7 @@ from sphinx_jax.configs import LlamaConfig, SphinxConfig
 from sphinx_jax.models import quantization, sphinx, text_net
 from sphinx_jax.models.loss import chunked_loss_sums, loss_sums, mean_losses, zero_sums
 from sphinx_jax.train.optimizer import join, split, state_shardings
+from sphinx_jax.util.once import run_once
 
 BATCH_KEYS = ("tokens", "image_mask", "loss_mask", "valid", "segment_ids", "positions", "images",
               "source_id")
@@ -78,7 +79,7 @@ def init_state(cfg: ModelConfig, tx, trainable: tuple[str, ...], shardings: Trai
       p = {"params": join(given["params"], split(p["params"], ("lora",))[0])}
     return TrainState(step=jnp.int32(0), params=p,
                       opt_state=tx.init(split(p["params"], trainable)[0]))
-  return jax.jit(init, out_shardings=shardings)(jax.random.key(seed), params)
+  return run_once(init, jax.random.key(seed), params, out_shardings=shardings)
 
 
 def make_train_step(cfg: ModelConfig, tx, trainable: tuple[str, ...],

@@ -32,6 +32,7 @@ from sphinx_jax.models.tower_pretraining import TOWERS, TowerPretraining, pretra
 from sphinx_jax.sharding import MeshConfig
 from sphinx_jax.train import optimizer, state_checkpoints
 from sphinx_jax.train.config import OptimConfig
+from sphinx_jax.util.once import run_once
 
 log = logging.getLogger(__name__)
 ZERO_SHOT = "zero_shot.json"  # the towers' held-out zero-shot results, beside the export
@@ -106,7 +107,7 @@ def pretrain(config: TowersConfig, label: str = "stage 0: towers") -> tuple[Towe
   step = jax.jit(step, donate_argnums=(0, 1),
                  in_shardings=(shardings, opt_shardings, batch_shardings),
                  out_shardings=(shardings, opt_shardings, sharding.replicated(mesh)))
-  schedule = optimizer.schedule(config.optim, config.steps)
+  schedule = jax.jit(optimizer.schedule(config.optim, config.steps))  # logged per step
   writer = SummaryWriter(str(workdir / "tensorboard"))
   batch = first
   with open(workdir / "metrics.jsonl", "w") as metrics_file, tqdm(
@@ -139,7 +140,7 @@ def pretrain(config: TowersConfig, label: str = "stage 0: towers") -> tuple[Towe
 
 def export(config: TowersConfig, cfg: SphinxConfig, trained: dict) -> Path:
   """A SPHINX checkpoint: the trained towers, a fresh (seeded) LLM and mixer."""
-  fresh = jax.device_get(nn.unbox(jax.jit(lambda k: init_params(cfg, k))(
-      jax.random.key(config.seed))))
+  fresh = jax.device_get(nn.unbox(run_once(lambda k: init_params(cfg, k),
+                                             jax.random.key(config.seed))))
   inner = {**fresh["params"], **{k: v for k, v in trained["params"].items() if k in TOWERS}}
   return state_checkpoints.export_params(export_dir(config), inner, cfg, config.data.tokenizer)
