@@ -105,7 +105,8 @@ def of_tree(tree, where: str = "auto") -> dict[str, str]:
       out[key] = "0" * 16
     elif where == "host" or (where == "auto" and _on_host(leaf)):
       x = np.asarray(leaf)  # in the dtype a device would hold (64-bit ones as 32-bit)
-      out[key] = "%08x%08x" % _host_sums(x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False))
+      x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+      out[key] = "%08x%08x" % _host_sums(x)
     else:
       x = leaf if isinstance(leaf, jax.Array) else jax.device_put(np.asarray(leaf), _host())
       groups.setdefault(_placement(x), []).append((key, x))

@@ -100,13 +100,17 @@ def write_into(directory: Path, parts: Iterable[dict], config: dict,
       shutil.copyfile(tokenizer, directory / TOKENIZER_FILE)
 
 
-def saving_context() -> ocp.Context:
-  """Orbax's saving options. Replica-parallel saving (Orbax's default off GPU) slices each
-  replicated array per replica; on XLA:CPU every slice shape is a compilation (312, 17 s, in a
+def replica_parallel_saving() -> bool:
+  """Whether Orbax saves replicated arrays split across replicas (its default off GPU). It
+  slices each array per replica; on XLA:CPU every slice shape is a compilation (312, 17 s, in a
   tiny SPHINX's first checkpoint) and all replicas are on this host: off there."""
+  return jax.default_backend() != "cpu"
+
+
+def saving_context() -> ocp.Context:
+  """Orbax's saving options (`replica_parallel_saving`)."""
   ctx = ocp.Context()
-  if jax.default_backend() == "cpu":
-    ctx.array.saving.use_replica_parallel = False
+  ctx.array.saving.use_replica_parallel = replica_parallel_saving()
   return ctx
 
 

@@ -12,7 +12,6 @@ LLM is trained (the embedded default's stage 0 report).
 from __future__ import annotations
 
 import functools
-
 import json
 from collections import Counter
 from pathlib import Path

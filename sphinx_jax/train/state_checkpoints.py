@@ -24,7 +24,7 @@ CORRUPT_DIR = "checkpoints_corrupt"  # beside the checkpoints: steps that did no
 class Checkpoints:
   def __init__(self, directory: str | Path, every: int, keep: int):
     self.directory = Path(directory).absolute()
-    if jax.default_backend() == "cpu":  # as params_io.saving_context, for the manager's handler
+    if not params_io.replica_parallel_saving():  # the manager's handler, as params_io's saves
       ocp.type_handlers.register_type_handler(
           jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
     self.manager = ocp.CheckpointManager(
